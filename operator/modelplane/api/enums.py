@@ -1,0 +1,69 @@
+"""Closed vocabularies of the v1alpha1 API (each becomes an OpenAPI enum in the CRD)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Tier(StrEnum):
+    SERVERLESS = "Serverless"
+    ON_DEMAND = "OnDemand"
+    FINE_TUNED = "FineTuned"
+
+
+class Task(StrEnum):
+    CHAT = "Chat"  # chat completions; vision models are Chat with image inputs
+    COMPLETION = "Completion"
+    EMBEDDING = "Embedding"
+    TRANSCRIPTION = "Transcription"
+
+
+class EngineType(StrEnum):
+    VLLM = "VLLM"
+    SGLANG = "SGLang"
+    TEI = "TEI"  # text-embeddings-inference, Embedding only
+
+
+class Precision(StrEnum):
+    BF16 = "BF16"
+    FP16 = "FP16"
+    FP8 = "FP8"
+    FP4 = "FP4"
+
+    @property
+    def bytes_per_param(self) -> float:
+        return {"BF16": 2.0, "FP16": 2.0, "FP8": 1.0, "FP4": 0.5}[self.value]
+
+
+class SpeculativeMode(StrEnum):
+    DISABLED = "Disabled"
+    DRAFT_MODEL = "DraftModel"
+    NGRAM = "NGram"
+
+
+class PreloadMode(StrEnum):
+    NONE = "None"
+    NODE_LOCAL = "NodeLocal"
+    SHARED_VOLUME = "SharedVolume"
+
+
+class AdapterStrategy(StrEnum):
+    MULTI_LORA = "MultiLoRA"  # adapters loaded at runtime into the base's replicas
+    MERGED = "Merged"  # a dedicated deployment serving merged weights
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROVISIONING = "Provisioning"
+    LOADING = "Loading"
+    READY = "Ready"
+    SCALED_TO_ZERO = "ScaledToZero"
+    UPDATING = "Updating"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+
+
+class CapacityProvider(StrEnum):
+    KARPENTER = "karpenter"
+    SIMULATED = "simulated"
+    STATIC = "static"

@@ -1,0 +1,36 @@
+"""Catalog: models, accelerators and engines with their serving defaults.
+
+Submodules: `accelerators` (GPU kinds and instance shapes), `models` (the model catalog),
+`engines` (per-engine images, probes, metrics and flag spellings) and `sizing` (which GPUs a
+model needs). All are pure data and functions: no Kubernetes or kopf imports.
+"""
+
+from modelplane.catalog.engines import ENGINES, EngineMetrics, EngineProfile, engine_profile
+from modelplane.catalog.models import CATALOG, CatalogModel, ModelArch, get_model
+from modelplane.catalog.sizing import (
+    DoesNotFit,
+    NoFit,
+    SizingPlan,
+    fits,
+    kv_cache_gib,
+    plan_accelerator,
+    weights_gib,
+)
+
+__all__ = [
+    "CATALOG",
+    "ENGINES",
+    "CatalogModel",
+    "DoesNotFit",
+    "EngineMetrics",
+    "EngineProfile",
+    "ModelArch",
+    "NoFit",
+    "SizingPlan",
+    "engine_profile",
+    "fits",
+    "get_model",
+    "kv_cache_gib",
+    "plan_accelerator",
+    "weights_gib",
+]

@@ -1,0 +1,229 @@
+"""GPU kinds and the instance shapes that carry them.
+
+One table feeds three consumers that must agree: the default AcceleratorClasses the chart and the
+operator ship, the simulated GPU nodes of the local cluster, and the node labels/taints that
+`infra/` puts on real GPU capacity. Figures come from AWS/GCP instance documentation (GPU memory
+in MiB as the cloud reports it, vCPU, memory) and the seed's per-GPU-hour price table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+#: The extended resource the NVIDIA device plugin advertises.
+GPU_RESOURCE = "nvidia.com/gpu"
+#: Taint every GPU node carries; model servers tolerate the key with operator Exists.
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_TAINT_VALUE = "present"
+GPU_TAINT_EFFECT = "NoSchedule"
+#: GPU feature discovery labels (NVIDIA GFD convention).
+LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
+LABEL_GPU_MEMORY = "nvidia.com/gpu.memory"
+LABEL_GPU_COUNT = "nvidia.com/gpu.count"
+LABEL_GPU_FAMILY = "nvidia.com/gpu.family"
+#: The label modelplane puts on GPU capacity it provisions or expects, naming the class.
+LABEL_ACCELERATOR_CLASS = "modelplane.io/accelerator-class"
+LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+LABEL_ZONE = "topology.kubernetes.io/zone"
+LABEL_REGION = "topology.kubernetes.io/region"
+
+
+@dataclass(frozen=True)
+class InstanceShape:
+    """A machine type carrying GPUs of one kind (AWS naming; GCP equivalent alongside)."""
+
+    name: str
+    gpus: int
+    vcpu: int
+    memory_gib: int
+    gcp_equivalent: str | None = None
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """One GPU kind: the data behind a default AcceleratorClass."""
+
+    name: str  # AcceleratorClass name, e.g. nvidia-h100-80gb
+    display_name: str
+    gpu_product: str  # value of nvidia.com/gpu.product (NVML name, sanitised by GFD)
+    gpu_family: str  # value of nvidia.com/gpu.family
+    memory_gib: int  # marketing size per GPU, used for sizing (80 for H100 80GB)
+    memory_mib: int  # per-GPU memory as the cloud reports it (nvidia.com/gpu.memory on nodes)
+    price_per_gpu_hour: Decimal  # USD, on-demand list price order of magnitude
+    shapes: tuple[InstanceShape, ...]  # smallest first
+    karpenter_values: tuple[str, ...] = field(default=())  # karpenter.k8s.aws/instance-gpu-name
+
+    @property
+    def max_gpus_per_node(self) -> int:
+        return max(s.gpus for s in self.shapes)
+
+    def node_labels(self, shape: InstanceShape) -> dict[str, str]:
+        """Labels a node of this accelerator and shape carries (GFD + well-known)."""
+        return {
+            LABEL_GPU_PRODUCT: self.gpu_product,
+            LABEL_GPU_MEMORY: str(self.memory_mib),
+            LABEL_GPU_COUNT: str(shape.gpus),
+            LABEL_GPU_FAMILY: self.gpu_family,
+            LABEL_INSTANCE_TYPE: shape.name,
+            LABEL_ACCELERATOR_CLASS: self.name,
+        }
+
+
+DEFAULT_ACCELERATORS: tuple[Accelerator, ...] = (
+    Accelerator(
+        name="nvidia-h100-80gb",
+        display_name="NVIDIA H100 80GB",
+        gpu_product="NVIDIA-H100-80GB-HBM3",
+        gpu_family="hopper",
+        memory_gib=80,
+        memory_mib=81920,
+        price_per_gpu_hour=Decimal("5.00"),
+        shapes=(InstanceShape("p5.48xlarge", 8, 192, 2048, "a3-highgpu-8g"),),
+        karpenter_values=("h100",),
+    ),
+    Accelerator(
+        name="nvidia-h200-141gb",
+        display_name="NVIDIA H200 141GB",
+        gpu_product="NVIDIA-H200",
+        gpu_family="hopper",
+        memory_gib=141,
+        memory_mib=144384,
+        price_per_gpu_hour=Decimal("6.50"),
+        shapes=(InstanceShape("p5e.48xlarge", 8, 192, 2048, "a3-ultragpu-8g"),),
+        karpenter_values=("h200",),
+    ),
+    Accelerator(
+        name="nvidia-a100-80gb",
+        display_name="NVIDIA A100 80GB",
+        gpu_product="NVIDIA-A100-SXM4-80GB",
+        gpu_family="ampere",
+        memory_gib=80,
+        memory_mib=81920,
+        price_per_gpu_hour=Decimal("3.50"),
+        shapes=(InstanceShape("p4de.24xlarge", 8, 96, 1152, "a2-ultragpu-8g"),),
+        karpenter_values=("a100",),
+    ),
+    Accelerator(
+        name="nvidia-a100-40gb",
+        display_name="NVIDIA A100 40GB",
+        gpu_product="NVIDIA-A100-SXM4-40GB",
+        gpu_family="ampere",
+        memory_gib=40,
+        memory_mib=40960,
+        price_per_gpu_hour=Decimal("2.50"),
+        shapes=(InstanceShape("p4d.24xlarge", 8, 96, 1152, "a2-highgpu-8g"),),
+        karpenter_values=("a100",),
+    ),
+    Accelerator(
+        name="nvidia-l40s-48gb",
+        display_name="NVIDIA L40S 48GB",
+        gpu_product="NVIDIA-L40S",
+        gpu_family="ada-lovelace",
+        memory_gib=48,
+        memory_mib=45776,
+        price_per_gpu_hour=Decimal("1.90"),
+        shapes=(InstanceShape("g6e.12xlarge", 4, 48, 384, None),),
+        karpenter_values=("l40s",),
+    ),
+    Accelerator(
+        name="nvidia-l4-24gb",
+        display_name="NVIDIA L4 24GB",
+        gpu_product="NVIDIA-L4",
+        gpu_family="ada-lovelace",
+        memory_gib=24,
+        memory_mib=22888,
+        price_per_gpu_hour=Decimal("0.85"),
+        shapes=(
+            InstanceShape("g6.xlarge", 1, 4, 16, "g2-standard-4"),
+            InstanceShape("g6.12xlarge", 4, 48, 192, "g2-standard-48"),
+        ),
+        karpenter_values=("l4",),
+    ),
+    Accelerator(
+        name="nvidia-a10g-24gb",
+        display_name="NVIDIA A10G 24GB",
+        gpu_product="NVIDIA-A10G",
+        gpu_family="ampere",
+        memory_gib=24,
+        memory_mib=22888,
+        price_per_gpu_hour=Decimal("0.80"),
+        shapes=(InstanceShape("g5.xlarge", 1, 4, 16, None),),
+        karpenter_values=("a10g",),
+    ),
+)
+
+ACCELERATORS_BY_NAME: dict[str, Accelerator] = {a.name: a for a in DEFAULT_ACCELERATORS}
+
+
+def accelerator(name: str) -> Accelerator:
+    """The default accelerator called `name`; KeyError lists the known ones."""
+    try:
+        return ACCELERATORS_BY_NAME[name]
+    except KeyError:
+        known = ", ".join(sorted(ACCELERATORS_BY_NAME))
+        raise KeyError(f"unknown accelerator {name!r}; known: {known}") from None
+
+
+def shape(name: str) -> tuple[Accelerator, InstanceShape]:
+    """The accelerator and shape of an instance type name (e.g. p5.48xlarge)."""
+    for acc in DEFAULT_ACCELERATORS:
+        for s in acc.shapes:
+            if s.name == name:
+                return acc, s
+    known = ", ".join(s.name for a in DEFAULT_ACCELERATORS for s in a.shapes)
+    raise KeyError(f"unknown GPU instance type {name!r}; known: {known}")
+
+
+#: Annotation that hands a Node to the KWOK controller (it plays the kubelet for it).
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+def simulated_node(
+    name: str,
+    acc: Accelerator | None,
+    shape: InstanceShape | None,
+    *,
+    zone: str,
+    region: str,
+    extra_labels: dict[str, str] | None = None,
+    system_cpu: int = 8,
+    system_memory_gib: int = 32,
+) -> dict[str, object]:
+    """A KWOK-managed Node shaped like a real instance (status is accepted on create).
+
+    With `acc`/`shape` it is a GPU node: `nvidia.com/gpu` capacity, GFD labels, instance type and
+    the `nvidia.com/gpu=present:NoSchedule` taint. Without, a CPU-only system node.
+    """
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        LABEL_ZONE: zone,
+        LABEL_REGION: region,
+    }
+    spec: dict[str, object] = {}
+    if acc is not None and shape is not None:
+        labels |= acc.node_labels(shape)
+        cpu, mem_gib = shape.vcpu, shape.memory_gib
+        extra = {GPU_RESOURCE: str(shape.gpus)}
+        spec["taints"] = [{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}]
+    else:
+        labels |= {LABEL_INSTANCE_TYPE: "m7i.2xlarge", "modelplane.io/node-role": "system"}
+        cpu, mem_gib, extra = system_cpu, system_memory_gib, {}
+    labels |= extra_labels or {}
+    resources = {
+        "cpu": str(cpu),
+        "memory": f"{mem_gib}Gi",
+        "pods": "110",
+        "ephemeral-storage": "2000Gi",
+        **extra,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": {KWOK_NODE_ANNOTATION: "fake"}},
+        "spec": spec,
+        "status": {"capacity": resources, "allocatable": dict(resources)},
+    }

@@ -1,0 +1,1 @@
+"""modelplane.reconcile."""
