@@ -1,10 +1,10 @@
 """The `modelplane` command line.
 
-    modelplane cluster build|up|down|status   the local GPU cluster
-    modelplane run                            the operator
-    modelplane render -f md.yaml              what the operator would apply, offline
-    modelplane crds                           the CRDs, generated from the API types
-    modelplane demo                           local cluster + operator + examples, until Ready
+modelplane cluster build|up|down|status   the local GPU cluster
+modelplane run                            the operator
+modelplane render -f md.yaml              what the operator would apply, offline
+modelplane crds                           the CRDs, generated from the API types
+modelplane demo                           local cluster + operator + examples, until Ready
 """
 
 from __future__ import annotations
@@ -65,12 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelplane", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_cluster(sub)
-    try:
-        from modelplane import commands
-    except ImportError:  # pragma: no cover - during bootstrap only
-        pass
-    else:
-        commands.register(sub)
+    from modelplane import commands
+
+    commands.register(sub)
     return parser
 
 

@@ -71,7 +71,11 @@ def _structural(node: Any) -> Any:
             node[bound] = True
     if node.get("additionalProperties") is False:
         del node["additionalProperties"]
-    if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
+    if (
+        node.get("type") == "object"
+        and "properties" not in node
+        and "additionalProperties" not in node
+    ):
         node["x-kubernetes-preserve-unknown-fields"] = True
     out = {k: _structural(v) for k, v in node.items() if k not in _DROP}
     if "properties" in node:
@@ -97,7 +101,9 @@ def _conditions_as_map(status: Schema) -> Schema:
     return status
 
 
-def _version(spec: Schema, status: Schema | None, columns: list[dict[str, Any]], scale: bool) -> dict[str, Any]:
+def _version(
+    spec: Schema, status: Schema | None, columns: list[dict[str, Any]], scale: bool
+) -> dict[str, Any]:
     props: Schema = {
         "apiVersion": {"type": "string"},
         "kind": {"type": "string"},
@@ -130,7 +136,7 @@ def _version(spec: Schema, status: Schema | None, columns: list[dict[str, Any]],
 
 
 def model_deployment_crd() -> dict[str, Any]:
-    cols = [
+    cols: list[dict[str, Any]] = [
         {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
         {"name": "Model", "type": "string", "jsonPath": ".status.model"},
         {"name": "Accel", "type": "string", "jsonPath": ".status.accelerator.class"},
@@ -139,7 +145,12 @@ def model_deployment_crd() -> dict[str, Any]:
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint.url"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "Cost/h", "type": "string", "jsonPath": ".status.cost.gpuHourly", "priority": 1},
-        {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "priority": 1},
+        {
+            "name": "Reason",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            "priority": 1,
+        },
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -169,7 +180,7 @@ def model_deployment_crd() -> dict[str, Any]:
 
 
 def accelerator_class_crd() -> dict[str, Any]:
-    cols = [
+    cols: list[dict[str, Any]] = [
         {"name": "GPU", "type": "string", "jsonPath": ".spec.gpuProduct"},
         {"name": "Memory", "type": "integer", "jsonPath": ".spec.gpuMemoryGiB"},
         {"name": "Per-Node", "type": "integer", "jsonPath": ".spec.gpusPerNode"},

@@ -17,8 +17,8 @@ from modelplane.api.enums import (
     AdapterStrategy,
     EngineType,
     Phase,
-    PreloadMode,
     Precision,
+    PreloadMode,
     SpeculativeMode,
     Task,
     Tier,
@@ -68,7 +68,9 @@ class SecretRef(Model):
     """A Secret in the ModelDeployment's namespace; the value never appears in the spec."""
 
     name: Name
-    key: str | None = Field(default=None, max_length=253, description="Key in the Secret (default: token).")
+    key: str | None = Field(
+        default=None, max_length=253, description="Key in the Secret (default: token)."
+    )
 
 
 class ModelSource(Model):
@@ -94,7 +96,9 @@ class ModelSource(Model):
         pattern=URI_PATTERN,
         description="Where the weights are: hf://, s3://, gs://, pvc:// or oci://.",
     )
-    revision: str | None = Field(default=None, max_length=128, description="Pin the weights (commit or tag).")
+    revision: str | None = Field(
+        default=None, max_length=128, description="Pin the weights (commit or tag)."
+    )
     served_name: str | None = Field(
         default=None,
         max_length=128,
@@ -102,7 +106,9 @@ class ModelSource(Model):
         description="The OpenAI `model` value clients send (default: metadata.name).",
     )
     aliases: list[Annotated[str, Field(max_length=128)]] = Field(
-        default_factory=list, max_length=16, description="Extra `model` names accepted (migrations)."
+        default_factory=list,
+        max_length=16,
+        description="Extra `model` names accepted (migrations).",
     )
     credentials_secret_ref: SecretRef | None = Field(
         default=None, description="Secret holding the token for a gated or private source."
@@ -123,11 +129,11 @@ class SpeculativeDecoding(Model):
     model_config = ConfigDict(
         json_schema_extra=k8s(
             cel(
-                "self.mode != 'DraftModel' || has(self.draftModel)",
+                "!has(self.mode) || self.mode != 'DraftModel' || has(self.draftModel)",
                 "speculativeDecoding.mode DraftModel needs draftModel (e.g. hf://org/small-draft-model)",
             ),
             cel(
-                "self.mode == 'DraftModel' || !has(self.draftModel)",
+                "(has(self.mode) && self.mode == 'DraftModel') || !has(self.draftModel)",
                 "draftModel is only used with mode DraftModel: remove it or set mode: DraftModel",
             ),
         )
@@ -168,17 +174,22 @@ class Engine(Model):
     model_config = ConfigDict(
         json_schema_extra=k8s(
             cel(
-                "self.type != 'TEI' || !has(self.toolCalling) || !self.toolCalling.enabled",
+                "!has(self.type) || self.type != 'TEI' || !has(self.toolCalling) "
+                "|| !has(self.toolCalling.enabled) || !self.toolCalling.enabled",
                 "TEI serves embeddings only: disable toolCalling or use engine type VLLM",
             ),
         )
     )
 
     type: EngineType = EngineType.VLLM
-    image: str | None = Field(default=None, max_length=512, description="Default: the catalog's pinned image.")
+    image: str | None = Field(
+        default=None, max_length=512, description="Default: the catalog's pinned image."
+    )
     precision: Precision | None = Field(default=None, description="Default: the catalog model's.")
     max_context_length: int | None = Field(default=None, ge=256, le=10_485_760)
-    tensor_parallel_size: int | None = Field(default=None, ge=1, le=64, description="Default: accelerator.count / pipeline.")
+    tensor_parallel_size: int | None = Field(
+        default=None, ge=1, le=64, description="Default: accelerator.count / pipeline."
+    )
     pipeline_parallel_size: int = Field(default=1, ge=1, le=16)
     gpu_memory_utilization: float | None = Field(default=None, gt=0.1, le=0.98)
     tool_calling: ToolCalling | None = None
@@ -227,6 +238,7 @@ class Replicas(Model):
     @property
     def effective_max(self) -> int:
         return self.max if self.max is not None else max(self.min, 1)
+
     pinned: int | None = Field(
         default=None,
         ge=0,
@@ -268,15 +280,20 @@ class Autoscaling(Model):
     scale_up_window: Duration = "30s"
     scale_down_window: Duration = "10m"
     scale_to_zero_window: Duration | None = Field(
-        default=None, description="Idle time before scaling to zero (>= 5m; only with replicas.min 0). Default 1h."
+        default=None,
+        description="Idle time before scaling to zero (>= 5m; only with replicas.min 0). Default 1h.",
     )
     load_targets: LoadTargets | None = None
 
 
 class Preload(Model):
     mode: PreloadMode = PreloadMode.NONE
-    warm_nodes: int = Field(default=0, ge=0, le=16, description="Nodes of the class kept provisioned.")
-    retain_cache: bool = Field(default=True, description="Keep cached weights when this object is deleted.")
+    warm_nodes: int = Field(
+        default=0, ge=0, le=16, description="Nodes of the class kept provisioned."
+    )
+    retain_cache: bool = Field(
+        default=True, description="Keep cached weights when this object is deleted."
+    )
 
 
 class BaseRef(Model):
@@ -300,7 +317,10 @@ class Adapter(Model):
 
 
 SPEC_RULES = k8s(
-    cel("self.tier == oldSelf.tier", "tier is immutable: create a new ModelDeployment for another tier"),
+    cel(
+        "self.tier == oldSelf.tier",
+        "tier is immutable: create a new ModelDeployment for another tier",
+    ),
     cel(
         "self.tier == 'FineTuned' || has(self.model)",
         "spec.model is required: set model.catalog or model.uri",
@@ -332,7 +352,8 @@ SPEC_RULES = k8s(
         "engine.pipelineParallelSize",
     ),
     cel(
-        "!has(self.engine) || self.engine.type != 'TEI' || !has(self.task) || self.task == 'Embedding'",
+        "!has(self.engine) || !has(self.engine.type) || self.engine.type != 'TEI' "
+        "|| !has(self.task) || self.task == 'Embedding'",
         "engine type TEI serves only task Embedding: use engine type VLLM for this task",
     ),
     cel(
@@ -484,7 +505,9 @@ class NodeSelectorRequirement(Model):
 class KarpenterProvisioning(Model):
     node_class_ref: NodeClassRef
     requirements: list[NodeSelectorRequirement] = Field(default_factory=list, max_length=32)
-    gpu_limit: int | None = Field(default=None, ge=1, description="Cap on GPUs the NodePool may launch.")
+    gpu_limit: int | None = Field(
+        default=None, ge=1, description="Cap on GPUs the NodePool may launch."
+    )
 
 
 class SimulatedProvisioning(Model):
@@ -501,10 +524,24 @@ class Provisioning(Model):
 class AcceleratorClassSpec(Model):
     display_name: str = Field(max_length=128)
     gpu_product: str = Field(max_length=128, description="nvidia.com/gpu.product of its nodes.")
+    gpu_family: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^[a-z\-]+$",
+        description="nvidia.com/gpu.family (ampere, ada-lovelace, hopper, blackwell); decides "
+        "which precisions run natively.",
+    )
     gpu_memory_gi_b: int = Field(alias="gpuMemoryGiB", ge=1, le=4096)
+    gpu_memory_mi_b: int | None = Field(
+        default=None, alias="gpuMemoryMiB", ge=1, description="Usable MiB per GPU as reported."
+    )
     gpus_per_node: int = Field(ge=1, le=64)
-    price_per_gpu_hour: str = Field(pattern=r"^[0-9]+(\.[0-9]{1,4})?$", max_length=16)
-    instance_types: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=16)
+    price_per_gpu_hour: str = Field(
+        alias="pricePerGPUHour", pattern=r"^[0-9]+(\.[0-9]{1,4})?$", max_length=16
+    )
+    instance_types: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list, max_length=16
+    )
     node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
         default_factory=dict, json_schema_extra={"maxProperties": 16}
     )

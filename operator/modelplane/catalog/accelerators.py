@@ -208,7 +208,9 @@ def simulated_node(
         labels |= acc.node_labels(shape)
         cpu, mem_gib = shape.vcpu, shape.memory_gib
         extra = {GPU_RESOURCE: str(shape.gpus)}
-        spec["taints"] = [{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}]
+        spec["taints"] = [
+            {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
+        ]
     else:
         labels |= {LABEL_INSTANCE_TYPE: "m7i.2xlarge", "modelplane.io/node-role": "system"}
         cpu, mem_gib, extra = system_cpu, system_memory_gib, {}
@@ -226,4 +228,54 @@ def simulated_node(
         "metadata": {"name": name, "labels": labels, "annotations": {KWOK_NODE_ANNOTATION: "fake"}},
         "spec": spec,
         "status": {"capacity": resources, "allocatable": dict(resources)},
+    }
+
+
+def accelerator_class_spec(
+    a: Accelerator,
+    *,
+    simulated: bool = False,
+    node_class: str = "gpu",
+    provisioning_delay: str = "5s",
+) -> dict[str, object]:
+    """The spec of the default AcceleratorClass for `a` (as the chart and demo install it)."""
+    prov: dict[str, object] = {
+        "karpenter": {
+            "nodeClassRef": {
+                "group": "karpenter.k8s.aws",
+                "kind": "EC2NodeClass",
+                "name": node_class,
+            },
+            "requirements": [
+                {
+                    "key": "karpenter.k8s.aws/instance-gpu-name",
+                    "operator": "In",
+                    "values": list(a.karpenter_values),
+                },
+                {
+                    "key": "karpenter.k8s.aws/instance-gpu-memory",
+                    "operator": "In",
+                    "values": [str(a.memory_mib)],
+                },
+            ],
+        }
+    }
+    if simulated:
+        prov["simulated"] = {
+            "provisioningDelay": provisioning_delay,
+            "idleTimeout": "2m",
+            "maxNodes": 16,
+        }
+    return {
+        "displayName": a.display_name,
+        "gpuProduct": a.gpu_product,
+        "gpuFamily": a.gpu_family,
+        "gpuMemoryGiB": a.memory_gib,
+        "gpuMemoryMiB": a.memory_mib,
+        "gpusPerNode": a.max_gpus_per_node,
+        "pricePerGPUHour": f"{a.price_per_gpu_hour:.2f}",
+        "instanceTypes": [s.name for s in a.shapes],
+        "nodeSelector": {LABEL_GPU_PRODUCT: a.gpu_product},
+        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": GPU_TAINT_EFFECT}],
+        "provisioning": prov,
     }

@@ -149,6 +149,9 @@ class LocalCluster:
         self.die_with_parent = die_with_parent
         self.log = log
         self._state: ClusterState | None = None
+        # Popen objects of the processes this instance started: kept so they are reaped (and
+        # not reported as leaked) by this process; `down` works from the state file alone.
+        self._popen: list[subprocess.Popen[bytes]] = []
 
     # ----------------------------------------------------------------- paths and state
     @property
@@ -230,8 +233,12 @@ class LocalCluster:
             self._start_controllers(bins, st, keys)
             self._create_nodes(layout)
             self._start_kwok(bins, st)
-            self._wait(lambda: self._nodes_ready(len(layout.manifests())), deadline, "nodes Ready", "kwok")
-            self._wait(self._default_sa_exists, deadline, "default ServiceAccount", "controller-manager")
+            self._wait(
+                lambda: self._nodes_ready(len(layout.manifests())), deadline, "nodes Ready", "kwok"
+            )
+            self._wait(
+                self._default_sa_exists, deadline, "default ServiceAccount", "controller-manager"
+            )
         except BaseException:
             self.log("start-up failed; stopping what was started")
             self.down(keep_logs=True)
@@ -257,6 +264,7 @@ class LocalCluster:
             )
         finally:
             logf.close()
+        self._popen.append(proc)
         start = _proc_start_time(proc.pid)
         if start is None:
             raise ClusterError(f"{name} exited at once; see {self.log_dir / (name + '.log')}")
@@ -461,9 +469,11 @@ class LocalCluster:
         nodes = client.CoreV1Api(self.api()).list_node().items
         ready = 0
         for n in nodes:
-            conds = {c.type: c.status for c in (n.status.conditions or [])}
-            tainted = any(t.key == "node.kubernetes.io/not-ready" for t in (n.spec.taints or []))
-            ready += conds.get("Ready") == "True" and not tainted
+            status, spec = n.status, n.spec
+            conds = {c.type: c.status for c in ((status.conditions if status else None) or [])}
+            taints = (spec.taints if spec else None) or []
+            tainted = any(t.key == "node.kubernetes.io/not-ready" for t in taints)
+            ready += int(conds.get("Ready") == "True" and not tainted)
         return ready >= want
 
     def _default_sa_exists(self) -> bool:
@@ -527,7 +537,12 @@ class LocalCluster:
                 nodes = client.CoreV1Api(self.api()).list_node().items
                 info["nodes"] = len(nodes)
                 info["gpus"] = sum(
-                    int((n.status.allocatable or {}).get("nvidia.com/gpu", "0")) for n in nodes
+                    int(
+                        ((n.status.allocatable if n.status else None) or {}).get(
+                            "nvidia.com/gpu", "0"
+                        )
+                    )
+                    for n in nodes
                 )
         return info
 
@@ -552,6 +567,10 @@ class LocalCluster:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(p.pid, signal.SIGKILL)
             _reap()
+            for proc in self._popen:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1)
+            self._popen.clear()
             self.log(f"stopped {len(st.processes)} processes of cluster {self.name!r}")
         self._state = None
         if keep_logs and self.dir.exists():
@@ -606,9 +625,7 @@ def _decode_addr(h: str, v6: bool) -> str:
 
 
 @contextlib.contextmanager
-def running(
-    name: str, *, state_root: Path | None = None, **kw: Any
-) -> Iterator[LocalCluster]:
+def running(name: str, *, state_root: Path | None = None, **kw: Any) -> Iterator[LocalCluster]:
     """A cluster that is up for the `with` block and down afterwards, also on errors."""
     c = LocalCluster(name, state_root=state_root, die_with_parent=True)
     try:

@@ -45,7 +45,9 @@ class NodeLayout(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     region: str = "local-1"
-    zones: list[str] = Field(default_factory=lambda: ["local-1a", "local-1b", "local-1c"], min_length=1)
+    zones: list[str] = Field(
+        default_factory=lambda: ["local-1a", "local-1b", "local-1c"], min_length=1
+    )
     system: SystemNodes = Field(default_factory=SystemNodes)
     gpu: list[GpuNodes] = Field(default_factory=list)
 
@@ -69,7 +71,7 @@ class NodeLayout(BaseModel):
                 region=self.region,
                 zones=self.zones,
                 system=system,
-                gpu=[GpuNodes(instanceType=t, count=c) for t, c in counts.items()],
+                gpu=[GpuNodes(instance_type=t, count=c) for t, c in counts.items()],
             )
         except ValidationError as e:
             raise NodeConfigError(_explain(e)) from None

@@ -1,0 +1,1 @@
+"""Autoscaling benchmark: trace replay against modelplane's policy and baselines."""

@@ -1,0 +1,163 @@
+"""The `simulated` GPU capacity provider: a stand-in for a cloud on the local cluster.
+
+For model-server pods the scheduler marked Unschedulable, it creates KWOK-managed GPU Nodes of
+the pods' AcceleratorClass after a provisioning delay (as a cloud would take to boot an
+instance), and removes nodes it created once they have been idle for a while. Nodes carry the
+same labels and taint as real GPU capacity (`modelplane.catalog.accelerators.simulated_node`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from modelplane.api.durations import parse_duration
+from modelplane.api.v1alpha1 import AcceleratorClassSpec
+from modelplane.builders.objects import LABEL_DEPLOYMENT
+from modelplane.catalog import accelerators as acc
+from modelplane.catalog.accelerators import LABEL_ACCELERATOR_CLASS, LABEL_ZONE
+
+log = logging.getLogger("modelplane.capacity")
+
+LABEL_PROVISIONED_BY = "modelplane.io/provisioned-by"
+
+
+@dataclass
+class SimulatedCapacity:
+    core: client.CoreV1Api
+    classes: Callable[[], dict[str, AcceleratorClassSpec]]
+    default_delay: float = 5.0
+    idle_seconds: float = 120.0
+    clock: Callable[[], float] = time.monotonic
+    #: class -> times at which requested nodes become available
+    inflight: dict[str, list[float]] = field(default_factory=dict)
+    idle_since: dict[str, float] = field(default_factory=dict)
+    created: int = 0
+    removed: int = 0
+    _seq: int = 0
+
+    def tick(self) -> None:
+        now = self.clock()
+        classes = self.classes()
+        pods = self.core.list_pod_for_all_namespaces(label_selector=LABEL_DEPLOYMENT).items
+        waiting: dict[str, list[int]] = {}
+        busy_nodes: set[str] = set()
+        for p in pods:
+            if p.spec.node_name:
+                busy_nodes.add(p.spec.node_name)
+                continue
+            if p.metadata.deletion_timestamp is not None:
+                continue
+            conds = {c.type: c for c in ((p.status.conditions if p.status else None) or [])}
+            sched = conds.get("PodScheduled")
+            if sched is None or sched.status != "False" or sched.reason != "Unschedulable":
+                continue
+            cls = (p.metadata.labels or {}).get(LABEL_ACCELERATOR_CLASS)
+            if not cls or cls not in classes:
+                continue
+            gpus = 0
+            for c in p.spec.containers:
+                lim = (c.resources.limits if c.resources else None) or {}
+                gpus += int(lim.get(acc.GPU_RESOURCE, 0))
+            if gpus:
+                waiting.setdefault(cls, []).append(gpus)
+
+        nodes = self.core.list_node(label_selector=LABEL_PROVISIONED_BY).items
+        zones = self._zones()
+        for cls, gpu_list in waiting.items():
+            spec = classes[cls]
+            per_node = max(spec.gpus_per_node // max(gpu_list), 1)
+            need = math.ceil(len(gpu_list) / per_node)
+            flying = self.inflight.setdefault(cls, [])
+            mine = [
+                n for n in nodes if (n.metadata.labels or {}).get(LABEL_ACCELERATOR_CLASS) == cls
+            ]
+            sim = spec.provisioning.simulated if spec.provisioning else None
+            cap = sim.max_nodes if sim else 16
+            delay = parse_duration(sim.provisioning_delay) if sim else self.default_delay
+            while len(flying) < need and len(mine) + len(flying) < cap:
+                flying.append(now + delay)
+                log.info("simulated provider: requested a %s node (ready in %.0fs)", cls, delay)
+        for cls, due in list(self.inflight.items()):
+            ready = [t for t in due if t <= now]
+            self.inflight[cls] = [t for t in due if t > now]
+            for _ in ready:
+                self._create(cls, classes.get(cls), zones)
+
+        for n in nodes:
+            name = n.metadata.name
+            if name in busy_nodes:
+                self.idle_since.pop(name, None)
+                continue
+            since = self.idle_since.setdefault(name, now)
+            if now - since >= self.idle_seconds:
+                try:
+                    self.core.delete_node(name)
+                    self.removed += 1
+                    log.info("simulated provider: removed idle node %s", name)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                self.idle_since.pop(name, None)
+
+    def _zones(self) -> list[str]:
+        zs = sorted(
+            {(n.metadata.labels or {}).get(LABEL_ZONE, "") for n in self.core.list_node().items}
+            - {""}
+        )
+        return zs or ["local-1a"]
+
+    def _create(self, cls: str, spec: AcceleratorClassSpec | None, zones: list[str]) -> None:
+        if spec is None:
+            return
+        a: acc.Accelerator | None = None
+        shape: acc.InstanceShape | None = None
+        for t in spec.instance_types:
+            try:
+                a, shape = acc.shape(t)
+                if shape.gpus == spec.gpus_per_node:
+                    break
+            except KeyError:
+                continue
+        if a is None or shape is None or shape.gpus != spec.gpus_per_node:
+            # A class we have no instance table for: shape it from the class itself.
+            shape = acc.InstanceShape(
+                spec.instance_types[0] if spec.instance_types else cls,
+                spec.gpus_per_node,
+                8 * spec.gpus_per_node,
+                64 * spec.gpus_per_node,
+            )
+            a = acc.Accelerator(
+                name=cls,
+                display_name=spec.display_name,
+                gpu_product=spec.gpu_product,
+                gpu_family=spec.gpu_family or "unknown",
+                memory_gib=spec.gpu_memory_gi_b,
+                memory_mib=spec.gpu_memory_mi_b or spec.gpu_memory_gi_b * 1024,
+                price_per_gpu_hour=__import__("decimal").Decimal(spec.price_per_gpu_hour),
+                shapes=(shape,),
+            )
+        self._seq += 1
+        name = f"sim-{cls}-{int(time.time()) % 100000}-{self._seq}"
+        zone = zones[self._seq % len(zones)]
+        node = acc.simulated_node(
+            name,
+            a,
+            shape,
+            zone=zone,
+            region=zone.rsplit("-", 1)[0] if "-" in zone else zone,
+            extra_labels={
+                LABEL_PROVISIONED_BY: "simulated",
+                LABEL_ACCELERATOR_CLASS: cls,
+                **spec.node_selector,
+            },
+        )
+        self.core.create_node(node)
+        self.created += 1
+        log.info("simulated provider: created node %s (%s in %s)", name, cls, zone)

@@ -1,0 +1,266 @@
+"""Kubernetes I/O for the reconciler: observe the world, carry out a plan.
+
+Writes are server-side apply with field manager `modelplane` (children), the `/scale`
+subresource with field manager `modelplane-autoscaler` (replicas), and a JSON merge patch of
+the `/status` subresource (the single status writer). Each is skipped when its result is
+already in place, so an idle resync makes only read requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from modelplane.api.v1alpha1 import GROUP, VERSION, AcceleratorClassSpec, ModelDeployment
+from modelplane.builders.objects import (
+    ANNOTATION_SPEC_HASH,
+    AUTOSCALER_FIELD_MANAGER,
+    FIELD_MANAGER,
+    LABEL_DEPLOYMENT,
+    build_nodepool,
+)
+from modelplane.reconcile.core import (
+    DeploymentView,
+    Event,
+    Observed,
+    Plan,
+    PodView,
+    status_changed,
+    status_patch,
+)
+
+log = logging.getLogger("modelplane.adapters")
+
+_KINDS = {
+    "Deployment": ("apps/v1", "Deployment"),
+    "Service": ("v1", "Service"),
+    "PodDisruptionBudget": ("policy/v1", "PodDisruptionBudget"),
+}
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class Kube:
+    """One API connection, shared by all handlers (built at operator start-up)."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.dyn = DynamicClient(api)
+
+    # ------------------------------------------------------------------ observe
+    def accelerator_classes(self) -> dict[str, AcceleratorClassSpec]:
+        items = self.custom.list_cluster_custom_object(GROUP, VERSION, "acceleratorclasses")[
+            "items"
+        ]
+        out = {}
+        for it in items:
+            try:
+                out[it["metadata"]["name"]] = AcceleratorClassSpec.model_validate(it["spec"])
+            except ValueError as e:  # a class the schema allowed but we cannot use
+                log.warning("ignoring AcceleratorClass %s: %s", it["metadata"]["name"], e)
+        return out
+
+    def _annotation_hash(self, obj: Any) -> str | None:
+        ann = obj.metadata.annotations or {}
+        return ann.get(ANNOTATION_SPEC_HASH)
+
+    def observe(self, md: ModelDeployment, raw_status: dict[str, Any], ctx: Any) -> Observed:
+        ns, name = md.metadata.namespace or "default", md.metadata.name
+        uid = md.metadata.uid
+        try:
+            d = self.apps.read_namespaced_deployment(name, ns)
+            owned = any(o.uid == uid for o in (d.metadata.owner_references or []))
+            st = d.status
+            dep = DeploymentView(
+                exists=True,
+                replicas=d.spec.replicas if d.spec.replicas is not None else 1,
+                status_replicas=(st.replicas or 0) if st else 0,
+                ready_replicas=(st.ready_replicas or 0) if st else 0,
+                updated_replicas=(st.updated_replicas or 0) if st else 0,
+                observed_generation=(st.observed_generation or 0) if st else 0,
+                generation=d.metadata.generation or 0,
+                applied_hash=self._annotation_hash(d) if owned else None,
+                owned=owned,
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            dep = DeploymentView(exists=False)
+        hashes: dict[str, str | None] = {}
+        for kind, reader in (
+            ("Service", self.core.read_namespaced_service),
+            (
+                "PodDisruptionBudget",
+                client.PolicyV1Api(self.api).read_namespaced_pod_disruption_budget,
+            ),
+        ):
+            try:
+                obj = reader(name, ns)
+                hashes[kind] = self._annotation_hash(obj) or "unowned"
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                hashes[kind] = None
+        pods = self.core.list_namespaced_pod(ns, label_selector=f"{LABEL_DEPLOYMENT}={name}").items
+        return Observed(
+            md=md,
+            classes=self.accelerator_classes(),
+            deployment=dep,
+            children_hashes=hashes,
+            pods=tuple(pod_view(p) for p in pods),
+            previous_status=raw_status,
+            now=now_rfc3339(),
+            ctx=ctx,
+        )
+
+    # ------------------------------------------------------------------ act
+    def apply(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> None:
+        res = self.dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        self.dyn.server_side_apply(
+            res,
+            body=obj,
+            name=obj["metadata"]["name"],
+            namespace=obj["metadata"].get("namespace"),
+            field_manager=field_manager,
+            force_conflicts=True,
+        )
+
+    def delete(self, kind: str, name: str, namespace: str | None) -> None:
+        api_version, k = _KINDS.get(kind, ("karpenter.sh/v1", "NodePool"))
+        res = self.dyn.resources.get(api_version=api_version, kind=k)
+        with contextlib.suppress(NotFoundError):
+            self.dyn.delete(res, name=name, namespace=namespace)
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        """Replicas change only through /scale, under the autoscaler's own field manager."""
+        self.apps.patch_namespaced_deployment_scale(
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+            field_manager=AUTOSCALER_FIELD_MANAGER,
+        )
+
+    def write_status(self, md: ModelDeployment, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        if not status_changed(old, new):
+            return False
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            md.metadata.namespace or "default",
+            "modeldeployments",
+            md.metadata.name,
+            {"status": status_patch(old, new)},
+        )
+        return True
+
+    def post_event(self, md: ModelDeployment, ev: Event) -> None:
+        ns = md.metadata.namespace or "default"
+        ts = now_rfc3339()
+        body = {
+            "metadata": {"generateName": f"{md.metadata.name}.", "namespace": ns},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ModelDeployment",
+                "name": md.metadata.name,
+                "namespace": ns,
+                "uid": md.metadata.uid,
+            },
+            "type": ev.type,
+            "reason": ev.reason,
+            "message": ev.message[:1024],
+            "source": {"component": "modelplane"},
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(ns, body)
+        except ApiException as e:  # events are best effort
+            log.warning("could not post event %s: %s", ev.reason, e.reason)
+
+    def carry_out(self, md: ModelDeployment, p: Plan) -> int:
+        """Apply a plan; returns the number of write requests made."""
+        writes = 0
+        ns = md.metadata.namespace or "default"
+        for obj in p.apply:
+            self.apply(obj)
+            writes += 1
+        for kind, name in p.delete:
+            self.delete(kind, name, ns)
+            writes += 1
+        if p.scale_to is not None and p.resolved is not None:
+            self.scale(ns, p.resolved.name, p.scale_to)
+            writes += 1
+        return writes
+
+    # ------------------------------------------------------------------ shared capacity
+    def sync_nodepools(self, classes: dict[str, AcceleratorClassSpec]) -> int:
+        """One NodePool per AcceleratorClass in use by any ModelDeployment; remove the rest."""
+        mds = self.custom.list_cluster_custom_object(GROUP, VERSION, "modeldeployments")["items"]
+        in_use = {
+            (m.get("status") or {}).get("accelerator", {}).get("class")
+            for m in mds
+            if m["metadata"].get("deletionTimestamp") is None
+        } - {None}
+        res = self.dyn.resources.get(api_version="karpenter.sh/v1", kind="NodePool")
+        existing = {
+            item["metadata"]["name"]: item
+            for item in self.dyn.get(
+                res, label_selector="app.kubernetes.io/managed-by=modelplane"
+            ).to_dict()["items"]
+        }
+        writes = 0
+        for cls in sorted(in_use):
+            spec = classes.get(cls)
+            if spec is None:
+                continue
+            np = build_nodepool(str(cls), spec)
+            if np is None:
+                continue
+            from modelplane.reconcile.core import content_hash
+
+            np["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = content_hash(np)
+            have = existing.get(np["metadata"]["name"])
+            if (
+                have is None
+                or (have["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+                != np["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
+            ):
+                self.apply(np)
+                writes += 1
+        wanted = {f"modelplane-{c}" for c in in_use}
+        for name in existing:
+            if name not in wanted:
+                self.delete("NodePool", name, None)
+                writes += 1
+        return writes
+
+
+def pod_view(p: Any) -> PodView:
+    conds = {c.type: c for c in ((p.status.conditions if p.status else None) or [])}
+    sched = conds.get("PodScheduled")
+    ready = conds.get("Ready")
+    unsched = None
+    if sched is not None and sched.status == "False" and sched.reason == "Unschedulable":
+        unsched = sched.message or "no node fits"
+    return PodView(
+        name=p.metadata.name,
+        phase=(p.status.phase if p.status else None) or "Pending",
+        ready=ready is not None and ready.status == "True",
+        scheduled=bool(p.spec.node_name),
+        unschedulable_message=unsched,
+        node=p.spec.node_name,
+        terminating=p.metadata.deletion_timestamp is not None,
+    )

@@ -1,0 +1,26 @@
+"""modelplane.autoscaling: pure autoscaling policy, metric sources and a fleet simulator.
+
+No kopf and no Kubernetes client here; the operator's wiring feeds ``MetricSample``s
+(from ``metrics.FleetCollector`` or ``metrics.PrometheusSource``) into a
+``MetricHistory`` and applies ``decide(...)``'s ``Decision.desired_replicas``.
+"""
+
+from modelplane.autoscaling.policy import (
+    AutoscalingPolicy,
+    Decision,
+    MetricHistory,
+    MetricSample,
+    Reason,
+    decide,
+    validate_policy,
+)
+
+__all__ = [
+    "AutoscalingPolicy",
+    "Decision",
+    "MetricHistory",
+    "MetricSample",
+    "Reason",
+    "decide",
+    "validate_policy",
+]

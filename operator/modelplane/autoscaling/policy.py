@@ -1,0 +1,523 @@
+"""Autoscaling policy: a pure function from metric history to a replica count.
+
+Field names and defaults follow Fireworks AI's deployment autoscaling
+(``scaleUpWindow`` 30s, ``scaleDownWindow`` 10m, ``scaleToZeroWindow`` 1h and at least
+5m, ``replicas.min`` 0, load targets per replica where the highest replica count wins).
+
+How a decision is made (``decide``):
+
+1. For every sample in the history and every configured load target, the *recommendation*
+   is ``ceil(fleet value / per-replica target)``. The target that asks for the most
+   replicas wins for that sample.
+2. Scale up uses the **minimum** recommendation over the last ``scale_up_window``: the
+   load must have asked for more replicas during the whole window, so a two-second spike
+   does not start a four-minute cold start. Fast path: when requests are queueing
+   severely (``queue_depth`` per ready replica at or above
+   ``fast_path_queue_per_replica``) the latest recommendation is used at once.
+3. Scale down uses the **maximum** recommendation over ``scale_down_window`` (the same
+   rule as the Kubernetes HPA's scale-down stabilization), and only once the history
+   covers the whole window.
+4. With ``min_replicas == 0`` the deployment goes to zero only after no traffic at all for
+   ``scale_to_zero_window``; otherwise a running deployment keeps at least one replica.
+5. From zero, any request (in flight, queued at the gateway, or a non-zero request rate)
+   scales up at once, without waiting for a window.
+6. The result is clamped to ``[min_replicas, max_replicas]``.
+
+Because up needs the load to stay high for the up window and down needs it to stay low
+for the (longer) down window, a load that oscillates faster than the windows keeps the
+replica count at the level of its peaks instead of flapping.
+
+Fleet-level samples (``MetricSample``) are **sums** across ready replicas for every
+signal except ``kv_cache_utilization``, which is the **average** across ready replicas
+(0-1); its recommendation is ``ceil(ready_replicas * average / target)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "TARGET_NAMES",
+    "AutoscalingPolicy",
+    "Decision",
+    "MetricHistory",
+    "MetricSample",
+    "Reason",
+    "decide",
+    "parse_duration",
+    "recommendations",
+    "validate_policy",
+]
+
+MIN_SCALE_TO_ZERO_WINDOW_S = 300.0
+DEFAULT_SCALE_TO_ZERO_WINDOW_S = 3600.0
+_EPS = 1e-9
+
+# Python field name -> API (camelCase) name, in reporting order.
+TARGET_NAMES: Mapping[str, str] = {
+    "concurrent_requests": "concurrentRequests",
+    "requests_per_second": "requestsPerSecond",
+    "tokens_generated_per_second": "tokensGeneratedPerSecond",
+    "prompt_tokens_per_second": "promptTokensPerSecond",
+    "kv_cache_utilization": "kvCacheUtilization",
+    "queue_depth": "queueDepth",
+}
+_API_TO_FIELD = {v: k for k, v in TARGET_NAMES.items()}
+
+
+class Reason(StrEnum):
+    """Structured reason of a decision (CamelCase, usable as a condition reason)."""
+
+    SCALE_UP = "ScaleUp"
+    SCALE_DOWN = "ScaleDown"
+    SCALE_TO_ZERO = "ScaleToZero"
+    SCALE_FROM_ZERO = "ScaleFromZero"
+    HOLD = "Hold"
+    AT_MAX = "AtMax"
+    AT_MIN = "AtMin"
+    STABILIZING = "Stabilizing"
+    NO_METRICS = "NoMetrics"
+
+
+_DURATION_RE = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?\s*$"
+)
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Parse ``"30s"``, ``"10m"``, ``"1h"``, ``"1h30m"`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"duration must be like '30s', '10m' or '1h', got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION_RE.match(value)
+    if not value.strip() or m is None or not any(m.groups()):
+        raise ValueError(f"duration must be like '30s', '10m' or '1h', got {value!r}")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalingPolicy:
+    """Autoscaling settings of one deployment. Invalid values raise ``ValueError``.
+
+    Load targets are per replica and optional; at least one is required unless
+    ``min_replicas == max_replicas``. ``scale_to_zero_window`` may only be set when
+    ``min_replicas == 0`` (``None`` means the 1h default then).
+    """
+
+    min_replicas: int = 0
+    max_replicas: int = 1
+    scale_up_window: float = 30.0
+    scale_down_window: float = 600.0
+    scale_to_zero_window: float | None = None
+    concurrent_requests: float | None = None
+    requests_per_second: float | None = None
+    tokens_generated_per_second: float | None = None
+    prompt_tokens_per_second: float | None = None
+    kv_cache_utilization: float | None = None
+    queue_depth: float | None = None
+    fast_path_queue_per_replica: float | None = 4.0
+
+    def __post_init__(self) -> None:
+        problems = validate_policy(self)
+        if problems:
+            raise ValueError("invalid autoscaling policy: " + "; ".join(problems))
+
+    @property
+    def effective_scale_to_zero_window(self) -> float | None:
+        """Seconds of zero traffic before going to zero, or None when min > 0."""
+        if self.min_replicas > 0:
+            return None
+        if self.scale_to_zero_window is None:
+            return DEFAULT_SCALE_TO_ZERO_WINDOW_S
+        return self.scale_to_zero_window
+
+    @property
+    def targets(self) -> dict[str, float]:
+        """Configured load targets, by field name."""
+        out: dict[str, float] = {}
+        for name in TARGET_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = float(value)
+        return out
+
+    @property
+    def history_seconds(self) -> float:
+        """How much history ``decide`` looks at."""
+        return max(self.scale_up_window, self.scale_down_window)
+
+    @classmethod
+    def from_spec(
+        cls,
+        autoscaling: Mapping[str, Any] | None,
+        *,
+        min_replicas: int = 0,
+        max_replicas: int | None = None,
+    ) -> AutoscalingPolicy:
+        """Build from the CRD's camelCase ``spec.autoscaling`` plus ``spec.replicas``.
+
+        ``max_replicas`` defaults to ``max(min_replicas, 1)`` as in Fireworks.
+        """
+        spec = dict(autoscaling or {})
+        kwargs: dict[str, Any] = {
+            "min_replicas": min_replicas,
+            "max_replicas": max(min_replicas, 1) if max_replicas is None else max_replicas,
+        }
+        for api, name in (
+            ("scaleUpWindow", "scale_up_window"),
+            ("scaleDownWindow", "scale_down_window"),
+            ("scaleToZeroWindow", "scale_to_zero_window"),
+        ):
+            if spec.get(api) is not None:
+                kwargs[name] = parse_duration(spec[api])
+        for api, value in dict(spec.get("loadTargets") or {}).items():
+            if api not in _API_TO_FIELD:
+                known = ", ".join(TARGET_NAMES.values())
+                raise ValueError(f"unknown load target {api!r}; known targets: {known}")
+            kwargs[_API_TO_FIELD[api]] = float(value)
+        return cls(**kwargs)
+
+
+def validate_policy(policy: AutoscalingPolicy) -> list[str]:
+    """Return human fix-it messages for every problem (empty when valid)."""
+    p = policy
+    problems: list[str] = []
+    if p.min_replicas < 0:
+        problems.append(f"min_replicas is {p.min_replicas}; set it to 0 or more")
+    if p.max_replicas < max(p.min_replicas, 1):
+        problems.append(
+            f"max_replicas ({p.max_replicas}) must be at least max(min_replicas, 1) = "
+            f"{max(p.min_replicas, 1)}; raise max_replicas or lower min_replicas"
+        )
+    for name in ("scale_up_window", "scale_down_window"):
+        value = getattr(p, name)
+        if value < 0 or math.isnan(value):
+            problems.append(f"{name} is {value}s; use 0s or more (e.g. '30s')")
+    if p.scale_to_zero_window is not None:
+        if p.min_replicas > 0:
+            problems.append(
+                "scale_to_zero_window only applies when min_replicas is 0 "
+                f"(min_replicas is {p.min_replicas}); remove it or set min_replicas to 0"
+            )
+        elif not p.scale_to_zero_window >= MIN_SCALE_TO_ZERO_WINDOW_S:
+            problems.append(
+                f"scale_to_zero_window is {p.scale_to_zero_window:g}s; it must be at least "
+                f"{_fmt_s(MIN_SCALE_TO_ZERO_WINDOW_S)} (e.g. '5m' or '1h')"
+            )
+    for name in TARGET_NAMES:
+        value = getattr(p, name)
+        if value is None:
+            continue
+        if not value > 0 or math.isinf(value):
+            problems.append(f"load target {TARGET_NAMES[name]} is {value}; use a number above 0")
+        elif name == "kv_cache_utilization" and value > 1:
+            problems.append(
+                f"load target kvCacheUtilization is {value}; it is a fraction in (0, 1], "
+                "e.g. 0.8 for 80%"
+            )
+    if p.fast_path_queue_per_replica is not None and not p.fast_path_queue_per_replica > 0:
+        problems.append("fast_path_queue_per_replica must be above 0, or None to disable it")
+    if not p.targets and p.min_replicas != p.max_replicas:
+        problems.append(
+            "no load target is set; set at least one (e.g. concurrent_requests=16) "
+            "or pin min_replicas == max_replicas"
+        )
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSample:
+    """Fleet-level load at one instant.
+
+    Sums across ready replicas: ``concurrent_requests`` (running + waiting, including
+    requests held at the gateway when no replica can take them), ``requests_per_second``,
+    ``tokens_generated_per_second``, ``prompt_tokens_per_second``, ``queue_depth``
+    (waiting). Average across ready replicas: ``kv_cache_utilization`` (0-1).
+    """
+
+    timestamp: float
+    ready_replicas: int
+    concurrent_requests: float = 0.0
+    requests_per_second: float = 0.0
+    tokens_generated_per_second: float = 0.0
+    prompt_tokens_per_second: float = 0.0
+    kv_cache_utilization: float = 0.0
+    queue_depth: float = 0.0
+
+    @property
+    def has_traffic(self) -> bool:
+        return (
+            self.concurrent_requests > 0
+            or self.queue_depth > 0
+            or self.requests_per_second > 0
+            or self.tokens_generated_per_second > 0
+            or self.prompt_tokens_per_second > 0
+        )
+
+
+@dataclass(slots=True)
+class MetricHistory:
+    """Timestamped fleet samples, oldest first, trimmed to ``max_age`` seconds.
+
+    Remembers when traffic was last seen even after those samples are trimmed, so the
+    scale-to-zero window can be longer than the kept history.
+    """
+
+    max_age: float = 3600.0
+    _samples: deque[MetricSample] = field(default_factory=deque)
+    first_timestamp: float | None = None
+    last_traffic: float | None = None
+
+    def add(self, sample: MetricSample) -> None:
+        if self._samples and sample.timestamp < self._samples[-1].timestamp:
+            raise ValueError(
+                f"samples must be added in time order: {sample.timestamp} is before "
+                f"{self._samples[-1].timestamp}"
+            )
+        self._samples.append(sample)
+        if self.first_timestamp is None:
+            self.first_timestamp = sample.timestamp
+        if sample.has_traffic:
+            self.last_traffic = sample.timestamp
+        cutoff = sample.timestamp - self.max_age
+        while self._samples and self._samples[0].timestamp < cutoff:
+            self._samples.popleft()
+
+    def extend(self, samples: Iterable[MetricSample]) -> None:
+        for s in samples:
+            self.add(s)
+
+    @property
+    def latest(self) -> MetricSample | None:
+        return self._samples[-1] if self._samples else None
+
+    def window(self, now: float, seconds: float) -> list[MetricSample]:
+        """Samples with ``now - seconds <= timestamp <= now``."""
+        lo = now - seconds - _EPS
+        out: list[MetricSample] = []
+        for s in reversed(self._samples):
+            if s.timestamp > now + _EPS:
+                continue
+            if s.timestamp < lo:
+                break
+            out.append(s)
+        out.reverse()
+        return out
+
+    def covers(self, now: float, seconds: float) -> bool:
+        """True when the history reaches back at least ``seconds`` before ``now``."""
+        return self.first_timestamp is not None and self.first_timestamp <= now - seconds + _EPS
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __iter__(self) -> Iterator[MetricSample]:
+        return iter(self._samples)
+
+
+def _per_target_values(sample: MetricSample, policy: AutoscalingPolicy) -> dict[str, float]:
+    """Fleet demand in the unit of each target (kv: average x ready replicas)."""
+    out: dict[str, float] = {}
+    for name in policy.targets:
+        if name == "kv_cache_utilization":
+            if sample.ready_replicas <= 0:
+                continue
+            out[name] = sample.kv_cache_utilization * sample.ready_replicas
+        else:
+            out[name] = float(getattr(sample, name))
+    return out
+
+
+def recommendations(sample: MetricSample, policy: AutoscalingPolicy) -> dict[str, int]:
+    """Replicas each configured target asks for at this sample."""
+    out: dict[str, int] = {}
+    for name, demand in _per_target_values(sample, policy).items():
+        target = policy.targets[name]
+        out[name] = max(0, math.ceil(demand / target - 1e-6))
+    return out
+
+
+def _best(recs: Mapping[str, int]) -> tuple[str | None, int]:
+    """Highest recommendation; ties go to the first target in TARGET_NAMES order."""
+    best_name: str | None = None
+    best = 0
+    for name in TARGET_NAMES:
+        if name in recs and (best_name is None or recs[name] > best):
+            best_name, best = name, recs[name]
+    return best_name, best
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What ``decide`` wants and why."""
+
+    desired_replicas: int
+    reason: Reason
+    winning_target: str | None
+    recommendations: Mapping[str, int]
+    explanation: str
+    fast_path: bool = False
+
+    @property
+    def winning_target_api(self) -> str | None:
+        """Winning target in API spelling, e.g. ``concurrentRequests``."""
+        return None if self.winning_target is None else TARGET_NAMES[self.winning_target]
+
+
+def _describe(
+    sample: MetricSample, policy: AutoscalingPolicy, name: str | None, replicas: int
+) -> str:
+    if name is None:
+        return f"no load signal -> {replicas} replicas"
+    value = _per_target_values(sample, policy)[name]
+    target = policy.targets[name]
+    unit = "replicas" if replicas != 1 else "replica"
+    if name == "kv_cache_utilization":
+        return (
+            f"{TARGET_NAMES[name]} {sample.kv_cache_utilization:.2f} avg x "
+            f"{sample.ready_replicas} ready / {target:g} per replica -> {replicas} {unit}"
+        )
+    return f"{TARGET_NAMES[name]} {value:.1f}/{target:g} per replica -> {replicas} {unit}"
+
+
+def decide(
+    history: MetricHistory,
+    current_replicas: int,
+    ready_replicas: int,
+    policy: AutoscalingPolicy,
+    now: float,
+) -> Decision:
+    """Desired replica count for the deployment at time ``now`` (pure, no I/O).
+
+    ``current_replicas`` counts every replica asked for (ready or still starting), so a
+    scale-up in progress is not repeated while its replicas load.
+    """
+    lo = max(policy.min_replicas, 0)
+    hi = policy.max_replicas
+    latest = history.latest
+    if latest is None:
+        desired = min(max(current_replicas, lo), hi)
+        return Decision(
+            desired, Reason.NO_METRICS, None, {}, f"no metrics yet; keeping {desired} replicas"
+        )
+
+    recs_now = recommendations(latest, policy)
+    winner, raw = _best(recs_now)
+    now_text = _describe(latest, policy, winner, raw)
+
+    def clamp(desired: int, reason: Reason, text: str, fast: bool = False) -> Decision:
+        if desired > hi:
+            return Decision(
+                hi, Reason.AT_MAX, winner, recs_now, f"{text}; capped at max {hi}", fast
+            )
+        if desired < lo:
+            if current_replicas == lo:
+                reason = Reason.AT_MIN
+            return Decision(lo, reason, winner, recs_now, f"{text}; floored at min {lo}", fast)
+        return Decision(desired, reason, winner, recs_now, text, fast)
+
+    # From zero: any sign of a request wakes the deployment up immediately.
+    if current_replicas == 0:
+        if latest.has_traffic:
+            want = max(1, raw)
+            return clamp(want, Reason.SCALE_FROM_ZERO, f"request arrived at zero; {now_text}")
+        return clamp(0, Reason.HOLD, "no traffic; staying at zero")
+
+    up_samples = history.window(now, policy.scale_up_window) or [latest]
+    down_samples = history.window(now, policy.scale_down_window) or [latest]
+    up_floor = min(_best(recommendations(s, policy))[1] for s in up_samples)
+    down_ceiling = max(_best(recommendations(s, policy))[1] for s in down_samples)
+
+    fast = (
+        policy.fast_path_queue_per_replica is not None
+        and latest.queue_depth >= policy.fast_path_queue_per_replica * max(ready_replicas, 1)
+        and raw > current_replicas
+    )
+    up_target = raw if fast else up_floor
+
+    if up_target > current_replicas:
+        why = (
+            f"fast path: queue {latest.queue_depth:g} >= "
+            f"{policy.fast_path_queue_per_replica:g}/ready replica"
+            if fast
+            else f"scale-up window {_fmt_s(policy.scale_up_window)}"
+        )
+        text = _describe(latest, policy, winner, up_target) + f" ({why})"
+        return clamp(up_target, Reason.SCALE_UP, text, fast)
+
+    # Scale to zero: only with min 0, after zero traffic for the whole window.
+    stz = policy.effective_scale_to_zero_window
+    if stz is not None and lo == 0:
+        last = history.last_traffic
+        quiet_since = last if last is not None else history.first_timestamp
+        if quiet_since is not None and now - quiet_since >= stz - _EPS and history.covers(now, stz):
+            return Decision(
+                0,
+                Reason.SCALE_TO_ZERO,
+                winner,
+                recs_now,
+                f"no traffic for {_fmt_s(now - quiet_since)} "
+                f"(scale-to-zero window {_fmt_s(stz)}) -> 0 replicas",
+            )
+    floor_running = max(lo, 1)
+
+    target_down = max(down_ceiling, floor_running)
+    if target_down < current_replicas:
+        if history.covers(now, policy.scale_down_window):
+            text = (
+                _describe(latest, policy, winner, raw)
+                + f"; peak over scale-down window {_fmt_s(policy.scale_down_window)} "
+                f"needs {target_down} -> {target_down} replicas"
+            )
+            return clamp(target_down, Reason.SCALE_DOWN, text)
+        return Decision(
+            min(current_replicas, hi),
+            Reason.STABILIZING,
+            winner,
+            recs_now,
+            f"{now_text}; waiting for {_fmt_s(policy.scale_down_window)} of history "
+            f"before scaling down from {current_replicas}",
+        )
+
+    if raw > current_replicas:
+        return Decision(
+            min(current_replicas, hi),
+            Reason.STABILIZING if current_replicas < hi else Reason.AT_MAX,
+            winner,
+            recs_now,
+            f"{now_text}; not sustained over scale-up window "
+            f"{_fmt_s(policy.scale_up_window)}, keeping {current_replicas}",
+        )
+    if max(raw, floor_running) < current_replicas:
+        return Decision(
+            current_replicas,
+            Reason.STABILIZING,
+            winner,
+            recs_now,
+            f"{now_text}; scale-down window {_fmt_s(policy.scale_down_window)} "
+            f"still needs {current_replicas}",
+        )
+    if current_replicas > hi:
+        return clamp(current_replicas, Reason.AT_MAX, now_text)
+    if current_replicas < lo:
+        return clamp(lo, Reason.SCALE_UP, f"{now_text}; below min {lo}")
+    reason = Reason.HOLD
+    if raw <= current_replicas == lo and raw < current_replicas:
+        reason = Reason.AT_MIN
+    return Decision(current_replicas, reason, winner, recs_now, f"{now_text}; holding")

@@ -1,0 +1,334 @@
+"""Resolve a ModelDeployment against the catalog and the cluster's AcceleratorClasses.
+
+The result, `Resolved`, is every decision the builders need, made once: which weights, which
+engine and image, which precision and context, which GPU kind and how many per replica (computed
+from weight size + KV cache by `catalog.sizing` when the user did not say), tensor/pipeline
+parallelism, and the hourly price. What cannot be resolved is a `ResolveError` whose reason and
+message become the `Ready=False` condition verbatim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from modelplane.api.enums import EngineType, Precision, SpeculativeMode, Task, Tier
+from modelplane.api.v1alpha1 import AcceleratorClassSpec, ModelDeployment, SecretRef
+from modelplane.catalog import sizing
+from modelplane.catalog.accelerators import Accelerator, InstanceShape
+from modelplane.catalog.engines import EngineProfile, engine_profile
+from modelplane.catalog.models import CATALOG, CatalogModel
+
+
+class ResolveError(Exception):
+    """The spec is valid but cannot be served as asked; reason is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+_FAMILY_BY_PRODUCT = (
+    ("H100", "hopper"),
+    ("H200", "hopper"),
+    ("GH200", "hopper"),
+    ("B200", "blackwell"),
+    ("B100", "blackwell"),
+    ("L40", "ada-lovelace"),
+    ("L4", "ada-lovelace"),
+    ("A100", "ampere"),
+    ("A10", "ampere"),
+)
+
+
+def accelerator_from_class(name: str, spec: AcceleratorClassSpec) -> Accelerator:
+    """The catalog view of a cluster AcceleratorClass (for sizing)."""
+    family = spec.gpu_family
+    if family is None:
+        family = next((f for key, f in _FAMILY_BY_PRODUCT if key in spec.gpu_product), "ampere")
+    shapes = tuple(
+        InstanceShape(t, spec.gpus_per_node, 0, 0) for t in (spec.instance_types or [name])
+    )
+    return Accelerator(
+        name=name,
+        display_name=spec.display_name,
+        gpu_product=spec.gpu_product,
+        gpu_family=family,
+        memory_gib=spec.gpu_memory_gi_b,
+        memory_mib=spec.gpu_memory_mi_b or spec.gpu_memory_gi_b * 1024,
+        price_per_gpu_hour=Decimal(spec.price_per_gpu_hour),
+        shapes=shapes,
+    )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    name: str
+    namespace: str
+    tier: Tier
+    task: Task
+    catalog: CatalogModel | None
+    uri: str
+    revision: str | None
+    served_name: str
+    aliases: tuple[str, ...]
+    credentials: SecretRef | None
+    engine: EngineProfile
+    image: str
+    precision: Precision | None
+    context_length: int | None
+    accelerator_class: str
+    accelerator: AcceleratorClassSpec
+    gpu_count: int
+    tensor_parallel: int
+    pipeline_parallel: int
+    gpu_memory_utilization: float | None
+    tool_calling: bool
+    tool_parser: str | None
+    structured_outputs: bool
+    speculative_mode: SpeculativeMode
+    draft_model: str | None
+    speculative_tokens: int
+    lora: bool
+    max_loras: int
+    max_lora_rank: int
+    extra_args: tuple[str, ...]
+    env: tuple[tuple[str, str | None, SecretRef | None], ...]
+    min_replicas: int
+    max_replicas: int
+    pinned_replicas: int | None
+    sizing_explanation: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.partition("://")[0]
+
+    @property
+    def model_label(self) -> str:
+        """What the MODEL printer column shows."""
+        return self.catalog.id if self.catalog else self.uri
+
+    @property
+    def hourly_cost_per_replica(self) -> Decimal:
+        return Decimal(self.accelerator.price_per_gpu_hour) * self.gpu_count
+
+
+def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Resolved:
+    """Every serving decision for `md`, or ResolveError."""
+    spec = md.spec
+    if spec.tier == Tier.FINE_TUNED:
+        raise ResolveError(
+            "TierNotSupported",
+            "tier FineTuned is reconciled by a later operator release; use OnDemand for now",
+        )
+    if spec.tier == Tier.SERVERLESS:
+        raise ResolveError(
+            "TierNotSupported",
+            "tier Serverless is reconciled by a later operator release; use OnDemand for now",
+        )
+    src = spec.model
+    assert src is not None  # the CRD requires it outside FineTuned
+    cat: CatalogModel | None = None
+    if src.catalog:
+        cat = CATALOG.get(src.catalog)
+        if cat is None:
+            known = ", ".join(sorted(CATALOG))
+            raise ResolveError(
+                "UnknownModel",
+                f"model.catalog {src.catalog!r} is not in the catalog; known: {known}",
+            )
+    uri = src.uri or (cat.uri if cat else "")
+    engine_spec = spec.engine
+    task = spec.task or (cat.task if cat else Task.CHAT)
+    engine_type = (
+        engine_spec.type if engine_spec and "type" in engine_spec.model_fields_set else None
+    ) or (cat.engine if cat else EngineType.VLLM)
+    profile = engine_profile(engine_type)
+    if not profile.supports(task):
+        raise ResolveError(
+            "EngineUnsupported",
+            f"engine {engine_type.value} cannot serve task {task.value}; "
+            f"use one of: {', '.join(e.value for e in (EngineType.VLLM, EngineType.SGLANG) if engine_profile(e).supports(task))}",
+        )
+    precision = (engine_spec.precision if engine_spec else None) or (
+        cat.default_precision if cat else None
+    )
+    context = (engine_spec.max_context_length if engine_spec else None) or (
+        cat.default_context_length if cat else None
+    )
+    if cat and context and context > cat.max_context_length:
+        raise ResolveError(
+            "ContextTooLong",
+            f"engine.maxContextLength {context} exceeds {cat.id}'s native context "
+            f"{cat.max_context_length}; lower it",
+        )
+
+    if not classes:
+        raise ResolveError(
+            "NoAcceleratorClass",
+            "no AcceleratorClass exists in the cluster; install the chart's defaults "
+            "(defaultAcceleratorClasses=true) or create one",
+        )
+    req = spec.accelerator
+    want_class = req.class_ if req else None
+    want_count = req.count if req else None
+    if want_class is not None and want_class not in classes:
+        fallbacks = [f for f in (req.fallbacks if req else []) if f in classes]
+        if not fallbacks:
+            raise ResolveError(
+                "NoAcceleratorClass",
+                f"AcceleratorClass {want_class!r} does not exist; available: "
+                f"{', '.join(sorted(classes))}",
+            )
+        want_class = fallbacks[0]
+    util = engine_spec.gpu_memory_utilization if engine_spec else None
+    explanation = ""
+    if cat is not None and precision is not None and context is not None:
+        candidates = [want_class] if want_class else sorted(classes)
+        accs = [accelerator_from_class(n, classes[n]) for n in candidates]
+        if want_class and want_count:
+            fit = sizing.fits(
+                cat,
+                precision,
+                context,
+                accs[0],
+                want_count,
+                gpu_memory_utilization=util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION,
+            )
+            if isinstance(fit, sizing.NoFit):
+                raise ResolveError(fit.reason, fit.message)
+            plan = fit
+        else:
+            try:
+                if want_class:
+                    plan = _cheapest_on(cat, precision, context, accs[0], util)
+                else:
+                    plan = sizing.plan_accelerator(
+                        cat,
+                        precision,
+                        context,
+                        accs,
+                        gpu_memory_utilization=util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION,
+                    )
+            except sizing.DoesNotFit as e:
+                raise ResolveError("ModelTooLarge", e.message) from None
+            except ValueError as e:
+                raise ResolveError("InvalidModelSettings", str(e)) from None
+        class_name, count, explanation = plan.accelerator, plan.gpu_count, plan.explanation
+    else:
+        if not want_class or not want_count:
+            raise ResolveError(
+                "AcceleratorRequired",
+                "a model given only by model.uri has no catalog sizing: set spec.accelerator.class "
+                "and spec.accelerator.count (and engine.maxContextLength)",
+            )
+        class_name, count = want_class, want_count
+        explanation = f"{count} x {class_name} as requested (no catalog sizing for {uri})"
+    acc = classes[class_name]
+    if count > acc.gpus_per_node:
+        raise ResolveError(
+            "InvalidGPUCount",
+            f"accelerator.count {count} exceeds the {acc.gpus_per_node} GPUs of one "
+            f"{class_name} node; multi-node replicas are not supported yet",
+        )
+    pp = engine_spec.pipeline_parallel_size if engine_spec else 1
+    tp = (engine_spec.tensor_parallel_size if engine_spec else None) or max(count // pp, 1)
+    if tp * pp > count or count % (tp * pp):
+        raise ResolveError(
+            "InvalidParallelism",
+            f"tensorParallelSize {tp} x pipelineParallelSize {pp} must divide accelerator.count {count}",
+        )
+    if cat is not None and cat.arch.num_attention_heads % tp:
+        raise ResolveError(
+            "InvalidParallelism",
+            f"{cat.id} has {cat.arch.num_attention_heads} attention heads, not divisible by "
+            f"tensor parallel size {tp}; use a count that divides it",
+        )
+
+    tools = engine_spec.tool_calling if engine_spec else None
+    tool_on = bool(tools and tools.enabled)
+    parser = (tools.parser if tools else None) or (
+        cat.tool_call_parser(engine_type) if cat else None
+    )
+    if tool_on and not parser:
+        raise ResolveError(
+            "ToolParserRequired",
+            "engine.toolCalling.enabled needs engine.toolCalling.parser for a model without a "
+            "catalog default (e.g. hermes, llama3_json, mistral)",
+        )
+    if tool_on and parser and profile.tool_call_parsers and parser not in profile.tool_call_parsers:
+        raise ResolveError(
+            "UnknownToolParser",
+            f"tool-call parser {parser!r} is not known to {engine_type.value}; known: "
+            f"{', '.join(sorted(profile.tool_call_parsers))}",
+        )
+    spec_dec = engine_spec.speculative_decoding if engine_spec else None
+    lora = engine_spec.lora if engine_spec else None
+    reps = spec.replicas
+    return Resolved(
+        name=md.metadata.name,
+        namespace=md.metadata.namespace or "default",
+        tier=spec.tier,
+        task=task,
+        catalog=cat,
+        uri=uri,
+        revision=src.revision or (cat.revision if cat else None),
+        served_name=src.served_name or md.metadata.name,
+        aliases=tuple(src.aliases),
+        credentials=src.credentials_secret_ref,
+        engine=profile,
+        image=(engine_spec.image if engine_spec and engine_spec.image else profile.image),
+        precision=precision,
+        context_length=context,
+        accelerator_class=class_name,
+        accelerator=acc,
+        gpu_count=count,
+        tensor_parallel=tp,
+        pipeline_parallel=pp,
+        gpu_memory_utilization=util,
+        tool_calling=tool_on,
+        tool_parser=parser if tool_on else None,
+        structured_outputs=bool(engine_spec and engine_spec.structured_outputs),
+        speculative_mode=spec_dec.mode if spec_dec else SpeculativeMode.DISABLED,
+        draft_model=spec_dec.draft_model if spec_dec else None,
+        speculative_tokens=spec_dec.num_tokens if spec_dec else 0,
+        lora=lora is not None,
+        max_loras=lora.max_adapters if lora else 0,
+        max_lora_rank=lora.max_rank if lora else 0,
+        extra_args=tuple(engine_spec.args) if engine_spec else (),
+        env=tuple(
+            (e.name, e.value, e.secret_key_ref) for e in (engine_spec.env if engine_spec else [])
+        ),
+        min_replicas=reps.min if reps else 0,
+        max_replicas=reps.effective_max if reps else 1,
+        pinned_replicas=reps.pinned if reps else None,
+        sizing_explanation=explanation,
+    )
+
+
+def _cheapest_on(
+    cat: CatalogModel, precision: Precision, context: int, acc: Accelerator, util: float | None
+) -> sizing.SizingPlan:
+    """The smallest valid GPU count of one given accelerator that holds the model."""
+    last: sizing.NoFit | None = None
+    for n in sizing.candidate_counts(cat, acc):
+        fit = sizing.fits(
+            cat,
+            precision,
+            context,
+            acc,
+            n,
+            gpu_memory_utilization=util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION,
+        )
+        if isinstance(fit, sizing.SizingPlan):
+            return fit
+        last = fit
+    if last is not None and last.reason != "ModelTooLarge":
+        raise ResolveError(last.reason, last.message)
+    raise ResolveError(
+        "ModelTooLarge",
+        (last.message if last else f"{cat.id} cannot be placed on {acc.name}")
+        + f"; choose a larger AcceleratorClass than {acc.name} or lower engine.maxContextLength",
+    )

@@ -1,0 +1,227 @@
+"""Subcommands beyond `cluster`: run, render, crds, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- run
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from modelplane.settings import OperatorSettings
+
+    if args.provider:
+        os.environ["MODELPLANE_CAPACITY_PROVIDER"] = args.provider
+    s = OperatorSettings()
+    import logging
+
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from modelplane.wiring import operator  # noqa: F401  (registers the handlers)
+
+    liveness = f"http://{s.health_host}:{s.health_port}/healthz" if s.health_port else None
+    kopf.run(
+        standalone=True,
+        clusterwide=not s.namespaces,
+        namespaces=s.namespaces,
+        liveness_endpoint=liveness,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- crds
+def _crds(args: argparse.Namespace) -> int:
+    from modelplane.api import crdgen
+
+    out = Path(args.write) if args.write else None
+    docs = []
+    for fname, crd in crdgen.all_crds().items():
+        text = crdgen.render(crd)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / fname).write_text(text)
+            print(f"wrote {out / fname}", file=sys.stderr)
+        docs.append(text)
+    if out is None:
+        sys.stdout.write("---\n".join(docs))
+    return 0
+
+
+# --------------------------------------------------------------------------- render
+def default_classes() -> dict[str, Any]:
+    """AcceleratorClass specs built from the catalog defaults (for offline rendering)."""
+    from modelplane.api.v1alpha1 import AcceleratorClassSpec
+    from modelplane.catalog.accelerators import DEFAULT_ACCELERATORS, accelerator_class_spec
+
+    return {
+        a.name: AcceleratorClassSpec.model_validate(accelerator_class_spec(a))
+        for a in DEFAULT_ACCELERATORS
+    }
+
+
+def render_documents(docs: list[dict[str, Any]], provider: str) -> list[dict[str, Any]]:
+    from modelplane.api.enums import CapacityProvider
+    from modelplane.api.v1alpha1 import ModelDeployment
+    from modelplane.builders.objects import BuildContext, build_nodepool
+    from modelplane.reconcile.core import DeploymentView, Observed, compute_status, plan
+
+    classes = default_classes()
+    ctx = BuildContext(capacity_provider=CapacityProvider(provider))
+    out: list[dict[str, Any]] = []
+    pools: set[str] = set()
+    for doc in docs:
+        if not doc or doc.get("kind") != "ModelDeployment":
+            continue
+        doc.setdefault("metadata", {}).setdefault("namespace", "default")
+        doc["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000000")
+        doc["metadata"].setdefault("generation", 1)
+        md = ModelDeployment.model_validate(doc)
+        obs = Observed(
+            md, classes, DeploymentView(exists=False), {}, (), {}, "1970-01-01T00:00:00Z", ctx
+        )
+        p = plan(obs)
+        if p.error is not None:
+            raise SystemExit(f"modelplane: {md.metadata.name}: {p.error.reason}: {p.error.message}")
+        for obj in p.apply:
+            if p.scale_to is not None and obj["kind"] == "Deployment":
+                obj["spec"]["replicas"] = p.scale_to
+            out.append(obj)
+        if p.nodepool and p.resolved and p.resolved.accelerator_class not in pools:
+            pools.add(p.resolved.accelerator_class)
+            np = build_nodepool(p.resolved.accelerator_class, classes[p.resolved.accelerator_class])
+            if np:
+                out.append(np)
+        status, _ = compute_status(obs, p)
+        print(
+            f"# {md.metadata.name}: {status.get('accelerator')} cost/replica/h="
+            f"{p.resolved.hourly_cost_per_replica if p.resolved else '?'}; "
+            f"{p.resolved.sizing_explanation if p.resolved else ''}",
+            file=sys.stderr,
+        )
+    return out
+
+
+def _render(args: argparse.Namespace) -> int:
+    docs: list[dict[str, Any]] = []
+    for f in args.file:
+        paths = sorted(Path(f).glob("*.yaml")) if Path(f).is_dir() else [Path(f)]
+        for pth in paths:
+            docs += [d for d in yaml.safe_load_all(pth.read_text()) if d]
+    objs = render_documents(docs, args.provider)
+    sys.stdout.write(yaml.safe_dump_all(objs, sort_keys=False))
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+def _demo(args: argparse.Namespace) -> int:
+    """Local cluster -> CRDs + AcceleratorClasses -> operator -> examples -> watch until Ready."""
+    from modelplane.localcluster import LocalCluster, load_layout
+
+    cluster = LocalCluster(args.name, layout=load_layout())
+    cluster.up(crd_dirs=[REPO / "crds"])
+    cluster.kubectl(
+        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
+    )
+    env = {
+        **cluster.env(),
+        "MODELPLANE_CAPACITY_PROVIDER": "simulated",
+        "MODELPLANE_RESYNC_INTERVAL_SECONDS": "30",
+        "MODELPLANE_METRICS_PORT": "0",
+        "MODELPLANE_HEALTH_PORT": "0",
+    }
+    log = (cluster.log_dir / "operator.log").open("ab")
+    op = subprocess.Popen(
+        [sys.executable, "-m", "modelplane.cli", "run"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    print(
+        f"operator running (pid {op.pid}); log: {cluster.log_dir / 'operator.log'}", file=sys.stderr
+    )
+    try:
+        examples = Path(args.examples)
+        print(cluster.kubectl("apply", "-f", str(examples)), file=sys.stderr)
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            out = cluster.kubectl("get", "mdep", "-A")
+            lines = out.strip().splitlines()[1:]
+            ready = [ln for ln in lines if " Ready " in ln]
+            print(
+                f"\n[{time.strftime('%H:%M:%S')}] {len(ready)}/{len(lines)} Ready\n{out}",
+                file=sys.stderr,
+            )
+            if lines and len(ready) == len(lines):
+                print(cluster.kubectl("get", "mdep", "-A", "-o", "wide"))
+                print(
+                    cluster.kubectl(
+                        "get", "pods", "-A", "-l", "modelplane.io/deployment", "-o", "wide"
+                    )
+                )
+                return 0
+            time.sleep(3)
+        print("timed out waiting for every example to become Ready", file=sys.stderr)
+        return 1
+    finally:
+        op.terminate()
+        op.wait(timeout=30)
+        log.close()
+        if not args.keep:
+            cluster.down()
+        else:
+            print(f"cluster kept: export KUBECONFIG={cluster.kubeconfig}", file=sys.stderr)
+
+
+def accelerator_classes_yaml(provider: str) -> str:
+    from modelplane.catalog.accelerators import DEFAULT_ACCELERATORS, accelerator_class_spec
+
+    docs = [
+        {
+            "apiVersion": "modelplane.io/v1alpha1",
+            "kind": "AcceleratorClass",
+            "metadata": {"name": a.name},
+            "spec": accelerator_class_spec(a, simulated=provider == "simulated"),
+        }
+        for a in DEFAULT_ACCELERATORS
+    ]
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the operator (settings from MODELPLANE_* env vars)")
+    p.add_argument(
+        "--provider", choices=["karpenter", "simulated", "static"], help="GPU capacity provider"
+    )
+    p.set_defaults(fn=_run)
+
+    p = sub.add_parser("crds", help="print (or --write DIR) the CRDs generated from the API types")
+    p.add_argument("--write", metavar="DIR")
+    p.set_defaults(fn=_crds)
+
+    p = sub.add_parser(
+        "render", help="what the operator would apply for ModelDeployment files, offline"
+    )
+    p.add_argument(
+        "-f", "--file", action="append", required=True, help="file or directory (repeatable)"
+    )
+    p.add_argument("--provider", default="karpenter", choices=["karpenter", "simulated", "static"])
+    p.set_defaults(fn=_render)
+
+    p = sub.add_parser(
+        "demo", help="local cluster + operator + examples/, until every example is Ready"
+    )
+    p.add_argument("--name", default="modelplane")
+    p.add_argument("--examples", default=str(REPO / "examples"))
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    p.set_defaults(fn=_demo)

@@ -1,0 +1,392 @@
+"""Decide, then act: from the observed world to a plan (children to apply, scale, status).
+
+Everything here is pure. `Observed` is the world the adapters gathered; `plan()` turns it into a
+`Plan`; `compute_status()` is the one function that produces a ModelDeployment's status, with an
+injected clock. The adapters carry the plan out, skipping every write whose result is already
+in place, so a resync with nothing changed makes no write request at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from modelplane.api.enums import CapacityProvider, Phase
+from modelplane.api.v1alpha1 import API_VERSION, AcceleratorClassSpec, ModelDeployment
+from modelplane.builders.objects import (
+    ANNOTATION_SPEC_HASH,
+    BuildContext,
+    build_deployment,
+    build_pdb,
+    build_service,
+    endpoint_url,
+    nodepool_name,
+    owner_reference,
+    selector_string,
+)
+from modelplane.builders.resolve import Resolved, ResolveError, resolve
+
+CONDITION_TYPES = ("Ready", "CapacityAvailable", "WeightsReady", "Progressing")
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What status needs to know about one model-server pod."""
+
+    name: str
+    phase: str
+    ready: bool
+    scheduled: bool
+    unschedulable_message: str | None = None
+    node: str | None = None
+    terminating: bool = False
+    current_revision: bool = True
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    exists: bool
+    replicas: int = 0  # spec.replicas
+    status_replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    observed_generation: int = 0
+    generation: int = 0
+    applied_hash: str | None = None
+    owned: bool = True  # carries our ownerReference (we never adopt a stranger's object)
+
+
+@dataclass(frozen=True)
+class Observed:
+    md: ModelDeployment
+    classes: dict[str, AcceleratorClassSpec]
+    deployment: DeploymentView
+    children_hashes: dict[str, str | None]  # "Service", "PodDisruptionBudget" -> applied hash
+    pods: tuple[PodView, ...]
+    previous_status: dict[str, Any]
+    now: str  # RFC 3339, injected
+    ctx: BuildContext = field(default_factory=BuildContext)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    resolved: Resolved | None
+    error: ResolveError | None
+    apply: list[dict[str, Any]] = field(default_factory=list)  # changed children only
+    delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) to remove
+    scale_to: int | None = None  # set Deployment replicas via /scale
+    desired_replicas: int = 0
+    decision: str = ""
+    nodepool: str | None = None
+
+
+def content_hash(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()[:16]
+
+
+def _stamp(obj: dict[str, Any], md: ModelDeployment) -> dict[str, Any]:
+    """Owner reference + the content hash that lets a resync skip unchanged children."""
+    meta = obj["metadata"]
+    assert md.metadata.uid is not None
+    meta["ownerReferences"] = [
+        owner_reference("ModelDeployment", md.metadata.name, md.metadata.uid, API_VERSION)
+    ]
+    h = content_hash(obj)
+    meta.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = h
+    return obj
+
+
+def desired_replicas(r: Resolved, current: int, exists: bool) -> tuple[int, str]:
+    """Replica count without load metrics: pinned wins, else keep the current count in bounds."""
+    if r.pinned_replicas is not None:
+        return (
+            r.pinned_replicas,
+            f"pinned at {r.pinned_replicas} by spec.replicas.pinned (kubectl scale)",
+        )
+    start = current if exists else max(r.min_replicas, 1)
+    want = min(max(start, r.min_replicas), r.max_replicas)
+    if want != start:
+        return want, f"kept within replicas [{r.min_replicas}, {r.max_replicas}]: {start} -> {want}"
+    return want, f"holding {want} (bounds [{r.min_replicas}, {r.max_replicas}])"
+
+
+def plan(obs: Observed) -> Plan:
+    md = obs.md
+    try:
+        r = resolve(md, obs.classes)
+    except ResolveError as e:
+        return Plan(resolved=None, error=e)
+    p = Plan(resolved=r, error=None)
+    if obs.deployment.exists and not obs.deployment.owned:
+        p.error = ResolveError(
+            "ChildConflict",
+            f"a Deployment named {r.name} already exists and is not owned by this ModelDeployment; "
+            "rename the ModelDeployment or remove that Deployment",
+        )
+        p.resolved = None
+        return p
+    dep = _stamp(build_deployment(r, obs.ctx), md)
+    if dep["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.deployment.applied_hash:
+        p.apply.append(dep)
+    for kind, obj in (
+        ("Service", build_service(r, obs.ctx)),
+        ("PodDisruptionBudget", build_pdb(r, obs.ctx)),
+    ):
+        have = obs.children_hashes.get(kind)
+        if obj is None:
+            if have is not None:
+                p.delete.append((kind, r.name))
+            continue
+        obj = _stamp(obj, md)
+        if obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != have:
+            p.apply.append(obj)
+    want, why = desired_replicas(r, obs.deployment.replicas, obs.deployment.exists)
+    p.desired_replicas, p.decision = want, why
+    current = obs.deployment.replicas if obs.deployment.exists else 1  # apps/v1 default
+    if want != current:
+        p.scale_to = want
+    if obs.ctx.capacity_provider == CapacityProvider.KARPENTER:
+        acc = obs.classes[r.accelerator_class]
+        if acc.provisioning and acc.provisioning.karpenter:
+            p.nodepool = nodepool_name(r.accelerator_class)
+    return p
+
+
+# --------------------------------------------------------------------------- status
+def _condition(
+    prev: dict[str, dict[str, Any]],
+    ctype: str,
+    status: str,
+    reason: str,
+    message: str,
+    gen: int,
+    now: str,
+) -> dict[str, Any]:
+    old = prev.get(ctype)
+    changed = old is None or old.get("status") != status
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": gen,
+        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),  # type: ignore[union-attr]
+    }
+
+
+def compute_status(obs: Observed, p: Plan) -> tuple[dict[str, Any], list[Event]]:
+    """The whole status of a ModelDeployment, and the Events its transitions deserve."""
+    md, now = obs.md, obs.now
+    gen = md.metadata.generation or 0
+    prev_conds = {c["type"]: c for c in obs.previous_status.get("conditions", []) if "type" in c}
+    prev_phase = obs.previous_status.get("phase")
+
+    def cond(t: str, s: str, reason: str, msg: str) -> dict[str, Any]:
+        return _condition(prev_conds, t, s, reason, msg, gen, now)
+
+    status: dict[str, Any] = {"observedGeneration": gen}
+    if p.error is not None or p.resolved is None:
+        e = p.error or ResolveError("Unknown", "could not resolve")
+        status |= {
+            "phase": Phase.FAILED.value,
+            "replicas": obs.deployment.status_replicas,
+            "readyReplicas": obs.deployment.ready_replicas,
+            "desiredReplicas": 0,
+            "ready": f"{obs.deployment.ready_replicas}/0",
+            "model": _model_label(md),
+            "conditions": [
+                cond("Ready", "False", e.reason, e.message),
+                cond(
+                    "Progressing",
+                    "False",
+                    e.reason,
+                    "fix the spec; nothing is rolled out meanwhile",
+                ),
+            ],
+        }
+        failed: list[Event] = (
+            []
+            if prev_phase == Phase.FAILED.value
+            and prev_conds.get("Ready", {}).get("reason") == e.reason
+            else [Event("Warning", e.reason, e.message)]
+        )
+        return status, failed
+
+    r = p.resolved
+    pods = [x for x in obs.pods if not x.terminating]
+    pending_capacity = [x for x in pods if not x.scheduled and x.unschedulable_message]
+    initializing = [x for x in pods if x.scheduled and not x.ready]
+    ready = sum(1 for x in pods if x.ready)
+    desired = p.desired_replicas
+    dep = obs.deployment
+    rolled_out = (
+        dep.exists
+        and dep.observed_generation >= dep.generation
+        and dep.updated_replicas >= desired
+        and dep.status_replicas == dep.updated_replicas
+        and not p.apply
+    )
+    min_ready = max(min(r.min_replicas, desired), 1) if desired > 0 else 0
+
+    if desired == 0:
+        phase, ready_cond = (
+            Phase.SCALED_TO_ZERO,
+            ("True", "ScaledToZero", "no replicas: scaled to zero"),
+        )
+    elif ready >= desired and rolled_out:
+        phase, ready_cond = (
+            Phase.READY,
+            ("True", "AllReplicasReady", f"{ready}/{desired} replicas ready"),
+        )
+    elif ready >= min_ready:
+        phase = (
+            Phase.UPDATING
+            if not rolled_out
+            else Phase.DEGRADED
+            if pending_capacity
+            else Phase.UPDATING
+        )
+        ready_cond = ("True", "MinimumReplicasReady", f"{ready}/{desired} replicas ready")
+    elif pending_capacity:
+        phase = Phase.PROVISIONING
+        ready_cond = (
+            "False",
+            "InsufficientCapacity",
+            f"{ready}/{desired} ready; waiting for {r.accelerator_class} capacity",
+        )
+    elif initializing:
+        phase, ready_cond = (
+            Phase.LOADING,
+            ("False", "Loading", f"{ready}/{desired} ready; {len(initializing)} loading weights"),
+        )
+    else:
+        phase, ready_cond = (
+            Phase.PENDING,
+            ("False", "Pending", f"{ready}/{desired} ready; creating model servers"),
+        )
+
+    if pending_capacity:
+        msg = pending_capacity[0].unschedulable_message or "no node with free GPUs"
+        cap = cond(
+            "CapacityAvailable",
+            "False",
+            "InsufficientCapacity",
+            f"{len(pending_capacity)} replica(s) need {r.gpu_count} x {r.accelerator_class}: {msg}",
+        )
+    else:
+        cap = cond(
+            "CapacityAvailable",
+            "True",
+            "Scheduled",
+            f"all replicas placed on {r.accelerator_class} nodes",
+        )
+    if ready > 0:
+        weights = cond(
+            "WeightsReady",
+            "True",
+            "Loaded",
+            f"weights of {r.model_label} loaded on {ready} replica(s)",
+        )
+    elif desired == 0:
+        weights = cond("WeightsReady", "Unknown", "ScaledToZero", "no replica running")
+    else:
+        weights = cond("WeightsReady", "False", "Loading", f"loading {r.model_label}")
+    progressing = (
+        cond("Progressing", "False", "Stable", "rollout complete")
+        if rolled_out and ready >= desired
+        else cond(
+            "Progressing",
+            "True",
+            "RollingOut",
+            f"{dep.updated_replicas}/{desired} replicas updated, {ready} ready",
+        )
+    )
+    gpu_hourly = Decimal(r.accelerator.price_per_gpu_hour) * r.gpu_count * dep.status_replicas
+    status |= {
+        "phase": phase.value,
+        "replicas": dep.status_replicas,
+        "readyReplicas": ready,
+        "desiredReplicas": desired,
+        "ready": f"{ready}/{desired}",
+        "selector": selector_string(r),
+        "model": r.model_label,
+        "replicaStats": {
+            "pendingCapacity": len(pending_capacity),
+            "downloadingWeights": 0,
+            "initializing": len(initializing),
+            "ready": ready,
+        },
+        "endpoint": {
+            "url": endpoint_url(r, obs.ctx),
+            "model": r.served_name,
+            "aliases": list(r.aliases),
+        },
+        "accelerator": {
+            "class": r.accelerator_class,
+            "count": r.gpu_count,
+            **({"nodePool": p.nodepool} if p.nodepool else {}),
+        },
+        "cost": {"gpuHourly": f"{gpu_hourly:.2f}", "currency": "USD"},
+        "autoscaler": {
+            "desiredReplicas": desired,
+            "lastDecision": p.decision,
+            **(
+                {"lastScaleTime": now}
+                if p.scale_to is not None
+                else (
+                    {"lastScaleTime": obs.previous_status["autoscaler"]["lastScaleTime"]}
+                    if obs.previous_status.get("autoscaler", {}).get("lastScaleTime")
+                    else {}
+                )
+            ),
+        },
+        "conditions": [cond("Ready", *ready_cond), cap, weights, progressing],
+    }
+    events: list[Event] = []
+    if prev_phase != phase.value:
+        warn = phase in (Phase.DEGRADED, Phase.FAILED) or ready_cond[1] == "InsufficientCapacity"
+        events.append(
+            Event(
+                "Warning" if warn else "Normal",
+                phase.value,
+                f"{ready_cond[2]} ({r.sizing_explanation})"
+                if phase == Phase.READY and prev_phase is None
+                else ready_cond[2],
+            )
+        )
+    if p.scale_to is not None:
+        events.append(Event("Normal", "Scaled", f"replicas -> {p.scale_to}: {p.decision}"))
+    return status, events
+
+
+def _model_label(md: ModelDeployment) -> str | None:
+    m = md.spec.model
+    if m is None:
+        return None
+    return m.catalog or m.uri
+
+
+def status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether writing `new` would change anything (timestamps of unchanged conditions kept)."""
+    return old != new
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning `old` into `new` (keys no longer reported are removed)."""
+    patch: dict[str, Any] = dict(new)
+    for k in old:
+        if k not in new:
+            patch[k] = None
+    return patch

@@ -1,0 +1,73 @@
+"""Operator settings: one typed, documented field per setting, read from MODELPLANE_* env vars.
+
+The Helm chart sets these from its values (capacityProvider -> MODELPLANE_CAPACITY_PROVIDER, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from modelplane.api.enums import CapacityProvider
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPLANE_", extra="ignore", frozen=True)
+
+    capacity_provider: CapacityProvider = Field(
+        default=CapacityProvider.STATIC,
+        description="How GPU capacity is obtained: karpenter (emit NodePools), simulated "
+        "(create KWOK GPU nodes for pending pods; the local cluster), static (pre-provisioned).",
+    )
+    resync_interval_seconds: float = Field(
+        default=60.0, gt=0, description="Period of the level-based resync of every ModelDeployment."
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to watch (comma-separated in the env var); empty: cluster-wide.",
+    )
+    operator_namespace: str = Field(
+        default="modelplane-system",
+        description="Where platform-owned objects live (shared Serverless backends).",
+    )
+    metrics_port: int = Field(
+        default=8080, ge=0, le=65535, description="Prometheus /metrics; 0: off."
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the metrics server binds (0.0.0.0 in a pod)."
+    )
+    health_port: int = Field(
+        default=8081, ge=0, le=65535, description="kopf liveness /healthz; 0: off."
+    )
+    health_host: str = Field(
+        default="127.0.0.1", description="Address the health endpoint binds (0.0.0.0 in a pod)."
+    )
+    simulated_provisioning_delay_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="simulated provider: time from a pending GPU pod to its node.",
+    )
+    simulated_idle_seconds: float = Field(
+        default=120.0, ge=0, description="simulated provider: remove a node idle this long."
+    )
+    cluster_domain: str = Field(
+        default="cluster.local", description="DNS suffix for endpoint URLs."
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [n.strip() for n in v.split(",") if n.strip()]
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log level must be one of DEBUG, INFO, WARNING, ERROR")
+        return v

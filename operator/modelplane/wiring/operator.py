@@ -1,0 +1,267 @@
+"""kopf wiring: the only module that imports kopf. Handlers parse, delegate, map errors.
+
+* create/update/resume of a ModelDeployment and a resync timer -> one level-based `reconcile`;
+* events of the children (Deployments, pods) -> a debounced re-reconcile of their owner, so
+  status follows the model servers without waiting for the resync;
+* delete -> nothing to do per object (owner references garbage-collect the children); the
+  shared NodePools are swept for classes no longer in use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from pydantic import ValidationError
+
+from modelplane.adapters.capacity import SimulatedCapacity
+from modelplane.adapters.kube import Kube
+from modelplane.api.enums import CapacityProvider
+from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
+from modelplane.builders.objects import LABEL_DEPLOYMENT, BuildContext
+from modelplane.reconcile.core import compute_status, plan
+from modelplane.settings import OperatorSettings
+
+log = logging.getLogger("modelplane.operator")
+
+RECONCILES = Counter("modelplane_reconciles_total", "Reconciles of ModelDeployments", ["result"])
+WRITES = Counter("modelplane_api_writes_total", "Write requests the reconciler made", ["what"])
+DURATION = Histogram("modelplane_reconcile_duration_seconds", "Time per reconcile")
+BY_PHASE = Gauge("modelplane_modeldeployments", "ModelDeployments by phase", ["phase"])
+PHASES = (
+    "Pending",
+    "Provisioning",
+    "Loading",
+    "Ready",
+    "ScaledToZero",
+    "Updating",
+    "Degraded",
+    "Failed",
+)
+
+
+@dataclass
+class Runtime:
+    """Everything handlers need, built once at start-up and kept in kopf's memo."""
+
+    settings: OperatorSettings
+    kube: Kube
+    ctx: BuildContext
+    locks: dict[str, threading.Lock] = field(default_factory=dict)
+    phases: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, float] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        with self.guard:
+            lock = self.locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def trigger(self, namespace: str, name: str, delay: float = 0.5) -> None:
+        with self.guard:
+            self.pending.setdefault(f"{namespace}/{name}", time.monotonic() + delay)
+
+    def count_phase(self, key: str, phase: str | None) -> None:
+        with self.guard:
+            if phase is None:
+                self.phases.pop(key, None)
+            else:
+                self.phases[key] = phase
+            counts = {p: 0 for p in PHASES}
+            for ph in self.phases.values():
+                counts[ph] = counts.get(ph, 0) + 1
+        for ph, n in counts.items():
+            BY_PHASE.labels(ph).set(n)
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
+    """One level-based pass over one ModelDeployment: observe, plan, act, report."""
+    try:
+        md = ModelDeployment.model_validate(body)
+    except ValidationError as e:  # the CRD schema makes this rare (e.g. an older schema)
+        raise kopf.PermanentError(f"spec does not match the API: {e.errors()[0]['msg']}") from e
+    key = f"{md.metadata.namespace}/{md.metadata.name}"
+    started = time.perf_counter()
+    with rt.locked(key):
+        try:
+            obs = rt.kube.observe(md, dict(body.get("status") or {}), rt.ctx)
+            p = plan(obs)
+            writes = rt.kube.carry_out(md, p)
+            status, events = compute_status(obs, p)
+            if rt.kube.write_status(md, obs.previous_status, status):
+                writes += 1
+                WRITES.labels("status").inc()
+            for ev in events:
+                rt.kube.post_event(md, ev)
+            if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
+                writes += rt.kube.sync_nodepools(obs.classes)
+        except ApiException as e:
+            RECONCILES.labels("error").inc()
+            if e.status in (404, 409):  # gone meanwhile, or a concurrent writer: retry soon
+                raise kopf.TemporaryError(f"{e.status} {e.reason}; retrying", delay=2) from e
+            raise kopf.TemporaryError(f"API error {e.status} {e.reason}", delay=10) from e
+        finally:
+            DURATION.observe(time.perf_counter() - started)
+    if p.apply or p.delete or p.scale_to is not None:
+        WRITES.labels("children").inc(len(p.apply) + len(p.delete) + (p.scale_to is not None))
+    RECONCILES.labels("ok").inc()
+    rt.count_phase(key, status.get("phase"))
+    log.debug("reconciled %s: phase=%s writes=%d", key, status.get("phase"), writes)
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    rt: Runtime = memo["runtime"]
+    return rt
+
+
+def _worker(rt: Runtime) -> None:
+    """Re-reconcile owners of changed children, at most once per debounce interval."""
+    while not rt.stop.wait(0.2):
+        now = time.monotonic()
+        with rt.guard:
+            due = [k for k, t in rt.pending.items() if t <= now]
+            for k in due:
+                rt.pending.pop(k)
+        for key in due:
+            ns, name = key.split("/", 1)
+            try:
+                body = rt.kube.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, ns, "modeldeployments", name
+                )
+            except ApiException as e:
+                if e.status == 404:
+                    rt.count_phase(key, None)
+                    continue
+                log.warning("could not read %s: %s", key, e.reason)
+                continue
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                reconcile(rt, body)
+            except (kopf.TemporaryError, kopf.PermanentError) as e:
+                log.info("reconcile of %s deferred: %s", key, e)
+                rt.trigger(ns, name, delay=5)
+            except Exception:
+                log.exception("reconcile of %s failed", key)
+                rt.trigger(ns, name, delay=10)
+
+
+def _capacity_loop(rt: Runtime, sim: SimulatedCapacity) -> None:
+    while not rt.stop.wait(1.0):
+        try:
+            sim.tick()
+        except Exception:
+            log.exception("simulated capacity provider tick failed")
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    s = OperatorSettings()
+    logging.getLogger("modelplane").setLevel(s.log_level)
+    # Handler progress and the diff base live in annotations under our own prefix, not kopf's.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # We post our own Events on phase transitions; kopf's per-handler chatter stays in logs.
+    settings.posting.level = logging.ERROR
+    # Re-establish watches every few minutes so a silently dropped connection cannot stall us.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.networking.request_timeout = 60
+    # One replica (Recreate): no peering objects, no CRD scanning permissions needed.
+    settings.peering.standalone = True
+    settings.scanning.disabled = True
+    settings.execution.max_workers = 8
+    kube = Kube(_api_client())
+    rt = Runtime(
+        settings=s,
+        kube=kube,
+        ctx=BuildContext(capacity_provider=s.capacity_provider, cluster_domain=s.cluster_domain),
+    )
+    memo["runtime"] = rt
+    if s.metrics_port:
+        start_http_server(s.metrics_port, addr=s.metrics_host)
+    threading.Thread(target=_worker, args=(rt,), name="modelplane-worker", daemon=True).start()
+    if s.capacity_provider == CapacityProvider.SIMULATED:
+        sim = SimulatedCapacity(
+            core=kube.core,
+            classes=kube.accelerator_classes,
+            default_delay=s.simulated_provisioning_delay_seconds,
+            idle_seconds=s.simulated_idle_seconds,
+        )
+        threading.Thread(
+            target=_capacity_loop, args=(rt, sim), name="modelplane-capacity", daemon=True
+        ).start()
+    log.info(
+        "modelplane operator started: provider=%s resync=%ss",
+        s.capacity_provider.value,
+        s.resync_interval_seconds,
+    )
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    rt = memo.get("runtime")
+    if rt is not None:
+        rt.stop.set()
+
+
+@kopf.on.resume(GROUP, VERSION, "modeldeployments")
+@kopf.on.create(GROUP, VERSION, "modeldeployments")
+@kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
+def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    reconcile(_runtime(memo), dict(body))
+
+
+def _resync_interval() -> float:
+    return OperatorSettings().resync_interval_seconds
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    "modeldeployments",
+    interval=_resync_interval(),
+    initial_delay=_resync_interval(),
+)
+def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    reconcile(_runtime(memo), dict(body))
+
+
+@kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
+def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    rt.count_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", None)
+    if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
+        rt.kube.sync_nodepools(rt.kube.accelerator_classes())
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "modelplane"})
+@kopf.on.event("", "v1", "pods", labels={LABEL_DEPLOYMENT: kopf.PRESENT})
+def on_child(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_DEPLOYMENT)
+    ns = body.get("metadata", {}).get("namespace")
+    if owner and ns:
+        _runtime(memo).trigger(ns, owner)

@@ -1,0 +1,69 @@
+"""Shared fixtures: one local GPU cluster per test session, one namespace per test.
+
+The cluster's processes are started with PR_SET_PDEATHSIG, so even a test run killed with
+SIGKILL leaves nothing running; SIGTERM/SIGINT run the normal teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelplane.localcluster import LocalCluster, load_layout
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    """The local GPU cluster (real control plane + KWOK GPU nodes) with our CRDs installed."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    root = Path(tempfile.mkdtemp(prefix="modelplane-test-"))
+    c = LocalCluster(
+        f"test-{os.getpid()}", state_root=root, layout=load_layout(), die_with_parent=True
+    )
+    try:
+        c.up(crd_dirs=[REPO / "crds"], timeout=240)
+        yield c
+    finally:
+        c.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def api(cluster: LocalCluster) -> Any:
+    return cluster.api()
+
+
+@pytest.fixture
+def namespace(cluster: LocalCluster, api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test (deleted afterwards), with its default ServiceAccount."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    v1 = client.CoreV1Api(api)
+    base = request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")
+    name = f"{base[:40].strip('-')}-{uuid.uuid4().hex[:6]}"
+    v1.create_namespace({"metadata": {"name": name, "labels": {"modelplane.io/test": "true"}}})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            v1.read_namespaced_service_account("default", name)
+            break
+        except ApiException:
+            time.sleep(0.2)
+    yield name
+    v1.delete_namespace(name, propagation_policy="Background")
