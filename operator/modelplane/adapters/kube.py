@@ -27,6 +27,7 @@ from modelplane.builders.objects import (
     build_nodepool,
 )
 from modelplane.reconcile.core import (
+    AutoscalerView,
     DeploymentView,
     Event,
     Observed,
@@ -76,7 +77,13 @@ class Kube:
         ann = obj.metadata.annotations or {}
         return ann.get(ANNOTATION_SPEC_HASH)
 
-    def observe(self, md: ModelDeployment, raw_status: dict[str, Any], ctx: Any) -> Observed:
+    def observe(
+        self,
+        md: ModelDeployment,
+        raw_status: dict[str, Any],
+        ctx: Any,
+        autoscaler: AutoscalerView | None = None,
+    ) -> Observed:
         ns, name = md.metadata.namespace or "default", md.metadata.name
         uid = md.metadata.uid
         try:
@@ -123,6 +130,7 @@ class Kube:
             previous_status=raw_status,
             now=now_rfc3339(),
             ctx=ctx,
+            autoscaler=autoscaler,
         )
 
     # ------------------------------------------------------------------ act

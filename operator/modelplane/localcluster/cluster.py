@@ -38,6 +38,16 @@ from modelplane.localcluster.nodes import NodeLayout, load_layout
 Log = Callable[[str], None]
 
 SERVICE_CIDR = "10.0.0.0/24"
+# Mutating requests only, metadata level: enough to count who wrote what (tests measure the
+# operator's write requests from here), small enough to stay cheap.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+"""
 POD_CIDR = "10.244.0.0/16"
 
 
@@ -292,6 +302,8 @@ class LocalCluster:
         )
 
     def _start_apiserver(self, bins: binaries.Binaries, st: ClusterState, k: pki.Pki) -> None:
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
         self._spawn(
             "apiserver",
             [
@@ -313,6 +325,10 @@ class LocalCluster:
                 # Loopback addresses are not valid endpoints for the `kubernetes` service.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=200",
+                "--audit-log-maxbackup=1",
                 "--v=0",
             ],
         )
@@ -369,10 +385,35 @@ class LocalCluster:
             ],
         )
 
-    def _write_kubeconfig(self, k: pki.Pki, st: ClusterState) -> None:
+    def client_kubeconfig(self, user: str, groups: list[str] | None = None) -> Path:
+        """A kubeconfig for another identity (a client cert for `user` in `groups`)."""
+        st = self.state()
+        if st is None:
+            raise ClusterError(f"cluster {self.name!r} is not running")
+        k = pki.Pki(self.dir / "pki")
+        crt, key = pki.issue_client(k, user, groups or [])
+        path = self.dir / f"{user.replace(':', '-')}.kubeconfig"
+        self._write_kubeconfig(k, st, path=path, user=user, cert=(crt, key))
+        return path
+
+    @property
+    def audit_log(self) -> Path:
+        """Every mutating request (who, verb, resource), one JSON event a line."""
+        return self.dir / "audit.log"
+
+    def _write_kubeconfig(
+        self,
+        k: pki.Pki,
+        st: ClusterState,
+        *,
+        path: Path | None = None,
+        user: str = "admin",
+        cert: tuple[bytes, bytes] | None = None,
+    ) -> None:
         def b64(p: Path) -> str:
             return base64.b64encode(p.read_bytes()).decode()
 
+        crt, key = cert or (k.admin_crt.read_bytes(), k.admin_key.read_bytes())
         ctx = f"modelplane-{self.name}"
         cfg = {
             "apiVersion": "v1",
@@ -385,18 +426,19 @@ class LocalCluster:
             ],
             "users": [
                 {
-                    "name": f"{ctx}-admin",
+                    "name": f"{ctx}-{user}",
                     "user": {
-                        "client-certificate-data": b64(k.admin_crt),
-                        "client-key-data": b64(k.admin_key),
+                        "client-certificate-data": base64.b64encode(crt).decode(),
+                        "client-key-data": base64.b64encode(key).decode(),
                     },
                 }
             ],
-            "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-admin"}}],
+            "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-{user}"}}],
             "current-context": ctx,
         }
-        self.kubeconfig.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.kubeconfig.chmod(0o600)
+        out = path or self.kubeconfig
+        out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        out.chmod(0o600)
 
     # ----------------------------------------------------------------- waiting
     def _ssl(self) -> ssl.SSLContext:

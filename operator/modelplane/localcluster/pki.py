@@ -176,3 +176,17 @@ def generate(directory: Path) -> Pki:
         sa.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo),
     )
     return pki
+
+
+def issue_client(pki: Pki, user: str, groups: list[str]) -> tuple[bytes, bytes]:
+    """A client certificate (PEM cert, PEM key) for `user` in `groups`, signed by the CA."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
+    cert = _issue(
+        x509.Name(attrs), key, ca.subject, ca_key, usage=[ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)

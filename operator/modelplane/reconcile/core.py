@@ -60,6 +60,17 @@ class DeploymentView:
 
 
 @dataclass(frozen=True)
+class AutoscalerView:
+    """The latest decision of the autoscaler loop for one ModelDeployment (it scales via /scale;
+    the reconciler only reports it, keeping status single-writer)."""
+
+    desired_replicas: int
+    explanation: str
+    reason: str
+    time: str  # RFC 3339
+
+
+@dataclass(frozen=True)
 class Observed:
     md: ModelDeployment
     classes: dict[str, AcceleratorClassSpec]
@@ -69,6 +80,7 @@ class Observed:
     previous_status: dict[str, Any]
     now: str  # RFC 3339, injected
     ctx: BuildContext = field(default_factory=BuildContext)
+    autoscaler: AutoscalerView | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,8 @@ def plan(obs: Observed) -> Plan:
         if obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != have:
             p.apply.append(obj)
     want, why = desired_replicas(r, obs.deployment.replicas, obs.deployment.exists)
+    if obs.autoscaler is not None and r.pinned_replicas is None:
+        why = obs.autoscaler.explanation
     p.desired_replicas, p.decision = want, why
     current = obs.deployment.replicas if obs.deployment.exists else 1  # apps/v1 default
     if want != current:
@@ -342,6 +356,11 @@ def compute_status(obs: Observed, p: Plan) -> tuple[dict[str, Any], list[Event]]
         "autoscaler": {
             "desiredReplicas": desired,
             "lastDecision": p.decision,
+            **(
+                {"reason": obs.autoscaler.reason, "lastScaleTime": obs.autoscaler.time}
+                if obs.autoscaler is not None and r.pinned_replicas is None
+                else {}
+            ),
             **(
                 {"lastScaleTime": now}
                 if p.scale_to is not None

@@ -23,12 +23,13 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import ValidationError
 
+from modelplane.adapters.autoscaler import start_autoscaler
 from modelplane.adapters.capacity import SimulatedCapacity
 from modelplane.adapters.kube import Kube
 from modelplane.api.enums import CapacityProvider
 from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
 from modelplane.builders.objects import LABEL_DEPLOYMENT, BuildContext
-from modelplane.reconcile.core import compute_status, plan
+from modelplane.reconcile.core import AutoscalerView, compute_status, plan
 from modelplane.settings import OperatorSettings
 
 log = logging.getLogger("modelplane.operator")
@@ -61,6 +62,8 @@ class Runtime:
     pending: dict[str, float] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
+    #: Latest autoscaler decision per "namespace/name", written by the autoscaler loop.
+    decisions: dict[str, AutoscalerView] = field(default_factory=dict)
 
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:
@@ -104,7 +107,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     started = time.perf_counter()
     with rt.locked(key):
         try:
-            obs = rt.kube.observe(md, dict(body.get("status") or {}), rt.ctx)
+            obs = rt.kube.observe(md, dict(body.get("status") or {}), rt.ctx, rt.decisions.get(key))
             p = plan(obs)
             writes = rt.kube.carry_out(md, p)
             status, events = compute_status(obs, p)
@@ -214,6 +217,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         threading.Thread(
             target=_capacity_loop, args=(rt, sim), name="modelplane-capacity", daemon=True
         ).start()
+    start_autoscaler(rt, kube, s.namespaces)  # daemon thread; off unless a metrics source is set
     log.info(
         "modelplane operator started: provider=%s resync=%ss",
         s.capacity_provider.value,

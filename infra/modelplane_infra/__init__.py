@@ -1,0 +1,1 @@
+"""Pulumi components that provision GPU-ready Kubernetes clusters and install modelplane."""

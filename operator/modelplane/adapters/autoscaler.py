@@ -1,0 +1,581 @@
+"""The autoscaler loop: metrics in, ``/scale`` out.
+
+Every ``interval`` seconds, for each OnDemand ModelDeployment with ``spec.autoscaling`` (and
+no ``spec.replicas.pinned``), the loop scrapes the Ready model-server pods through a
+``MetricsSource``, appends the fleet sample to that deployment's ``MetricHistory``, asks the
+pure policy (``autoscaling.policy.decide``) for a replica count, and, when it differs from
+the Deployment's ``spec.replicas``, changes it through the ``/scale`` subresource under the
+field manager ``modelplane-autoscaler``. It never writes the ModelDeployment: the decision is
+handed to the reconciler (``decisions[key]`` + ``trigger``), which reports it in
+``status.autoscaler`` as the single status writer.
+
+Which pods go on scale-down. The ReplicaSet controller picks the pods to delete in this
+order (``ActivePodsWithRanks`` in kube-controller-manager): unscheduled before scheduled,
+``Pending`` before ``Running``, not Ready before Ready, and only then the lower
+``controller.kubernetes.io/pod-deletion-cost``. A deletion cost therefore cannot protect a
+pod that is pending on a node or still loading weights; the ReplicaSet always removes those
+first. Since such a pod has already paid for its node and most of its cold start and is
+about to serve, the loop never removes one: while any scheduled pod is not Ready, a
+scale-down only goes as far as the unscheduled pods (which have no node and cost nothing to
+drop) and the rest waits until the starting pods are Ready. Among Ready pods, the ones with
+the fewest requests in flight are marked with a low deletion cost just before the scale
+request, so the idle ones are removed and busy ones keep their requests.
+
+Settings (read from the environment here; to be promoted into ``OperatorSettings``):
+
+- ``MODELPLANE_AUTOSCALER_INTERVAL_SECONDS`` (default 5): period of the loop;
+- ``MODELPLANE_METRICS_SOURCE`` (default empty: the loop is off): ``fleet:<url>`` (the
+  simulated engine fleet, ``modelplane.autoscaling.fleet``), ``pods`` or ``pods:<port>``
+  (scrape ``http://<podIP>:8000/metrics`` directly; real clusters only), or
+  ``prometheus:<url>`` (the Prometheus HTTP API).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from modelplane.adapters.kube import Kube, now_rfc3339
+from modelplane.api.durations import parse_duration
+from modelplane.api.enums import Tier
+from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment, Replicas
+from modelplane.autoscaling.metrics import (
+    FleetCollector,
+    HttpPodScraper,
+    PrometheusSource,
+    parse_vllm_metrics,
+)
+from modelplane.autoscaling.policy import (
+    AutoscalingPolicy,
+    MetricHistory,
+    MetricSample,
+    Reason,
+    decide,
+)
+from modelplane.builders.objects import LABEL_DEPLOYMENT
+from modelplane.reconcile.core import AutoscalerView
+
+__all__ = [
+    "ANNOTATION_DELETION_COST",
+    "ENV_INTERVAL",
+    "ENV_METRICS_SOURCE",
+    "VICTIM_DELETION_COST",
+    "AutoscalerLoop",
+    "AutoscalerSettings",
+    "ClusterAPI",
+    "FleetMetricsSource",
+    "KubeCluster",
+    "MetricsSource",
+    "NoMetricsError",
+    "Outcome",
+    "PodMetricsSource",
+    "PodState",
+    "PrometheusMetricsSource",
+    "Reporter",
+    "Scrape",
+    "Target",
+    "metrics_source_from_setting",
+    "start_autoscaler",
+]
+
+log = logging.getLogger("modelplane.autoscaler")
+
+ENV_INTERVAL = "MODELPLANE_AUTOSCALER_INTERVAL_SECONDS"
+ENV_METRICS_SOURCE = "MODELPLANE_METRICS_SOURCE"
+ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+#: Deletion cost of the Ready pods chosen for removal (others carry none, i.e. 0).
+VICTIM_DELETION_COST = -1000
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True, slots=True)
+class AutoscalerSettings:
+    interval_seconds: float = 5.0
+    metrics_source: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AutoscalerSettings:
+        env = os.environ if environ is None else environ
+        raw = env.get(ENV_INTERVAL, "").strip()
+        interval = 5.0
+        if raw:
+            try:
+                interval = float(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{ENV_INTERVAL} must be a number of seconds, got {raw!r}"
+                ) from None
+            if not interval > 0:
+                raise ValueError(f"{ENV_INTERVAL} must be above 0, got {raw!r}")
+        return cls(
+            interval_seconds=interval, metrics_source=env.get(ENV_METRICS_SOURCE, "").strip()
+        )
+
+
+# --------------------------------------------------------------------------- observations
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One autoscaled ModelDeployment (its Deployment has the same name)."""
+
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class PodState:
+    """One non-terminating model-server pod."""
+
+    name: str
+    ip: str | None
+    scheduled: bool
+    ready: bool
+    created: float = 0.0  # creation time, seconds since the epoch
+    deletion_cost: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """A fleet sample, and requests in flight (running + waiting) per Ready pod when known."""
+
+    sample: MetricSample
+    in_flight: Mapping[str, float] = field(default_factory=dict)
+
+
+class NoMetricsError(RuntimeError):
+    """Ready pods exist but none of them could be scraped: no decision this round."""
+
+
+class MetricsSource(Protocol):
+    def collect(self, target: Target, ready: Sequence[PodState], now: float) -> Scrape:
+        """Fleet-level load of ``target``'s Ready pods at ``now`` (monotonic seconds)."""
+        ...
+
+
+def _get(url: str, timeout: float) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        body: bytes = resp.read()
+    return body.decode("utf-8")
+
+
+@dataclass
+class _ScrapingSource:
+    """Shared by the sources that read each pod's ``/metrics`` text."""
+
+    timeout: float = 2.0
+    _collectors: dict[str, FleetCollector] = field(default_factory=dict)
+
+    def _text(self, target: Target, pod: PodState) -> str:
+        raise NotImplementedError
+
+    def _gateway_queue(self, target: Target) -> float:
+        return 0.0
+
+    def collect(self, target: Target, ready: Sequence[PodState], now: float) -> Scrape:
+        texts: dict[str, str] = {}
+        for pod in ready:
+            try:
+                texts[pod.name] = self._text(target, pod)
+            except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
+                log.debug("scrape of %s/%s failed: %s", target.namespace, pod.name, e)
+        if ready and not texts:
+            raise NoMetricsError(f"none of the {len(ready)} ready pod(s) answered /metrics")
+        collector = self._collectors.setdefault(target.key, FleetCollector())
+        sample = collector.observe(texts, now, self._gateway_queue(target))
+        in_flight: dict[str, float] = {}
+        for pod_name, text in texts.items():
+            snap = parse_vllm_metrics(text, now)
+            in_flight[pod_name] = snap.running + snap.waiting
+        return Scrape(sample, in_flight)
+
+
+@dataclass
+class FleetMetricsSource(_ScrapingSource):
+    """The simulated fleet: ``GET {base_url}/metrics/<ns>/<pod>``; the fleet's gateway queue
+    (requests no replica could take, e.g. at zero replicas) comes from ``/load/<ns>/<name>``."""
+
+    base_url: str = "http://127.0.0.1:8000"
+
+    def _url(self, *parts: str) -> str:
+        return self.base_url.rstrip("/") + "/" + "/".join(urllib.parse.quote(p) for p in parts)
+
+    def _text(self, target: Target, pod: PodState) -> str:
+        return _get(self._url("metrics", target.namespace, pod.name), self.timeout)
+
+    def _gateway_queue(self, target: Target) -> float:
+        try:
+            body = json.loads(_get(self._url("load", target.namespace, target.name), self.timeout))
+            return float(body.get("gatewayQueue", 0.0))
+        except (OSError, ValueError, AttributeError):
+            return 0.0
+
+
+@dataclass
+class PodMetricsSource(_ScrapingSource):
+    """Scrape each pod's engine directly at ``http://<podIP>:<port>/metrics`` (real clusters;
+    the operator needs network access to the pods)."""
+
+    port: int = 8000
+
+    def _text(self, target: Target, pod: PodState) -> str:
+        if not pod.ip:
+            raise ValueError("pod has no IP yet")
+        return HttpPodScraper(port=self.port, timeout=self.timeout).scrape(pod.ip)
+
+
+@dataclass
+class PrometheusMetricsSource:
+    """Fleet samples from Prometheus. ``selector`` is a PromQL matcher body with
+    ``{namespace}`` and ``{name}`` placeholders; the default matches the pods of the
+    Deployment by name as the usual pod scrape configs label them."""
+
+    base_url: str
+    selector: str = 'namespace="{namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"'
+    rate_window: str = "1m"
+    timeout: float = 5.0
+
+    def collect(self, target: Target, ready: Sequence[PodState], now: float) -> Scrape:
+        sel = self.selector.format(namespace=target.namespace, name=target.name)
+        src = PrometheusSource(self.base_url, sel, self.rate_window, self.timeout)
+        # Prometheus wants wall-clock time; the history runs on the loop's monotonic clock.
+        return Scrape(replace(src.fleet_sample(time.time()), timestamp=now))
+
+
+def metrics_source_from_setting(value: str) -> MetricsSource | None:
+    """``fleet:<url>`` | ``pods[:<port>]`` | ``prometheus:<url>`` | empty (None: off)."""
+    value = value.strip()
+    if not value:
+        return None
+    kind, _, rest = value.partition(":")
+    if kind == "fleet" and rest:
+        return FleetMetricsSource(base_url=rest)
+    if kind == "pods":
+        return PodMetricsSource(port=int(rest) if rest else 8000)
+    if kind == "prometheus" and rest:
+        return PrometheusMetricsSource(base_url=rest)
+    raise ValueError(
+        f"{ENV_METRICS_SOURCE}={value!r}: use fleet:<url>, pods, pods:<port> or prometheus:<url>"
+    )
+
+
+# --------------------------------------------------------------------------- the cluster
+class ClusterAPI(Protocol):
+    """What the loop reads and writes (a fake in unit tests, ``KubeCluster`` otherwise)."""
+
+    def model_deployments(self) -> list[dict[str, Any]]: ...
+
+    def deployment_replicas(self, namespace: str, name: str) -> int | None:
+        """``spec.replicas`` of the Deployment, None when it does not exist (yet)."""
+        ...
+
+    def pods(self, namespace: str, name: str) -> list[PodState]:
+        """Non-terminating model-server pods of the Deployment."""
+        ...
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None: ...
+
+    def set_deletion_cost(self, namespace: str, pod: str, cost: int | None) -> None:
+        """Set (or with None remove) the pod's deletion-cost annotation."""
+        ...
+
+
+@dataclass
+class KubeCluster:
+    kube: Kube
+    namespaces: Sequence[str] = ()
+
+    def model_deployments(self) -> list[dict[str, Any]]:
+        c = self.kube.custom
+        if not self.namespaces:
+            items: list[dict[str, Any]] = c.list_cluster_custom_object(
+                GROUP, VERSION, "modeldeployments"
+            )["items"]
+            return items
+        out: list[dict[str, Any]] = []
+        for ns in self.namespaces:
+            out += c.list_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments")["items"]
+        return out
+
+    def deployment_replicas(self, namespace: str, name: str) -> int | None:
+        try:
+            d = self.kube.apps.read_namespaced_deployment(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return int(d.spec.replicas) if d.spec.replicas is not None else 1
+
+    def pods(self, namespace: str, name: str) -> list[PodState]:
+        items = self.kube.core.list_namespaced_pod(
+            namespace, label_selector=f"{LABEL_DEPLOYMENT}={name}"
+        ).items
+        out: list[PodState] = []
+        for p in items:
+            if p.metadata.deletion_timestamp is not None:
+                continue
+            conds = (p.status.conditions if p.status else None) or []
+            created = p.metadata.creation_timestamp
+            out.append(
+                PodState(
+                    name=p.metadata.name,
+                    ip=p.status.pod_ip if p.status else None,
+                    scheduled=bool(p.spec.node_name),
+                    ready=any(c.type == "Ready" and c.status == "True" for c in conds),
+                    created=created.timestamp() if created is not None else 0.0,
+                    deletion_cost=(p.metadata.annotations or {}).get(ANNOTATION_DELETION_COST),
+                )
+            )
+        return out
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.kube.scale(namespace, name, replicas)
+
+    def set_deletion_cost(self, namespace: str, pod: str, cost: int | None) -> None:
+        value = None if cost is None else str(cost)
+        body = {"metadata": {"annotations": {ANNOTATION_DELETION_COST: value}}}
+        try:
+            client.CoreV1Api(self.kube.api).patch_namespaced_pod(pod, namespace, body)
+        except ApiException as e:
+            if e.status != 404:  # already gone: nothing to protect
+                raise
+
+
+class Reporter(Protocol):
+    """Where decisions go: the operator's Runtime (``decisions`` + ``trigger``)."""
+
+    decisions: dict[str, AutoscalerView]
+
+    def trigger(self, namespace: str, name: str) -> None: ...
+
+
+# --------------------------------------------------------------------------- the loop
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one step did for one deployment (for logs and tests)."""
+
+    key: str
+    current: int
+    desired: int
+    reason: str
+    explanation: str
+    scaled: bool
+    victims: tuple[str, ...] = ()
+
+
+@dataclass
+class _State:
+    uid: str | None
+    history: MetricHistory
+
+
+def _policy(md: ModelDeployment) -> AutoscalingPolicy:
+    a = md.spec.autoscaling
+    assert a is not None
+    reps = md.spec.replicas or Replicas()
+    spec: dict[str, Any] = {
+        "scaleUpWindow": parse_duration(a.scale_up_window),
+        "scaleDownWindow": parse_duration(a.scale_down_window),
+    }
+    if a.scale_to_zero_window is not None:
+        spec["scaleToZeroWindow"] = parse_duration(a.scale_to_zero_window)
+    if a.load_targets is not None:
+        spec["loadTargets"] = a.load_targets.model_dump(by_alias=True, exclude_none=True)
+    return AutoscalingPolicy.from_spec(spec, min_replicas=reps.min, max_replicas=reps.effective_max)
+
+
+class AutoscalerLoop:
+    """Periodic autoscaling of every eligible ModelDeployment (see the module doc)."""
+
+    def __init__(
+        self,
+        cluster: ClusterAPI,
+        source: MetricsSource,
+        reporter: Reporter,
+        *,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], str] = now_rfc3339,
+    ) -> None:
+        self.cluster = cluster
+        self.source = source
+        self.reporter = reporter
+        self.interval = interval
+        self.clock = clock
+        self.wall = wall
+        self._states: dict[str, _State] = {}
+        self._warned: dict[str, str] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        """Step every ``interval`` seconds until ``stop`` is set."""
+        log.info(
+            "autoscaler loop started: every %ss via %s", self.interval, type(self.source).__name__
+        )
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("autoscaler round failed")
+            stop.wait(self.interval)
+
+    def run_once(self) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        seen: set[str] = set()
+        for body in self.cluster.model_deployments():
+            meta = body.get("metadata") or {}
+            key = f"{meta.get('namespace')}/{meta.get('name')}"
+            seen.add(key)
+            if meta.get("deletionTimestamp"):
+                continue
+            try:
+                out = self.step(body)
+            except (ApiException, OSError, NoMetricsError, ValueError) as e:
+                log.warning("autoscaling %s skipped this round: %s", key, e)
+                continue
+            if out is not None:
+                outcomes.append(out)
+        for key in set(self._states) - seen:  # deleted deployments
+            self._states.pop(key, None)
+        return outcomes
+
+    def _forget(self, key: str) -> None:
+        self._states.pop(key, None)
+        self.reporter.decisions.pop(key, None)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if self._warned.get(key) != message:
+            self._warned[key] = message
+            log.warning("not autoscaling %s: %s", key, message)
+
+    def step(self, body: dict[str, Any]) -> Outcome | None:
+        """One decision for one ModelDeployment; None when it is not autoscaled."""
+        try:
+            md = ModelDeployment.model_validate(body)
+        except ValidationError:
+            return None
+        target = Target(md.metadata.namespace or "default", md.metadata.name)
+        key = target.key
+        reps = md.spec.replicas or Replicas()
+        if md.spec.tier != Tier.ON_DEMAND or md.spec.autoscaling is None:
+            self._forget(key)
+            return None
+        if reps.pinned is not None:  # `kubectl scale mdep`: the user owns the count
+            self._forget(key)
+            return None
+        try:
+            policy = _policy(md)
+        except ValueError as e:
+            self._warn_once(key, str(e))
+            self._forget(key)
+            return None
+        self._warned.pop(key, None)
+        current = self.cluster.deployment_replicas(target.namespace, target.name)
+        if current is None:
+            return None  # the reconciler has not created the Deployment yet
+        pods = self.cluster.pods(target.namespace, target.name)
+        ready = [p for p in pods if p.ready]
+        now = self.clock()
+        state = self._states.get(key)
+        if state is None or state.uid != md.metadata.uid:
+            state = self._states[key] = _State(md.metadata.uid, MetricHistory())
+        scrape = self.source.collect(target, ready, now)
+        state.history.max_age = max(policy.history_seconds, 10 * self.interval)
+        state.history.add(scrape.sample)
+
+        decision = decide(state.history, current, len(ready), policy, now)
+        desired, reason, text = (
+            decision.desired_replicas,
+            decision.reason.value,
+            decision.explanation,
+        )
+        victims: tuple[str, ...] = ()
+        if desired < current:
+            desired, text, reason, victims = self._scale_down_plan(
+                target, pods, ready, scrape, current, desired, text, reason
+            )
+        scaled = desired != current
+        if scaled:
+            text = f"{current} -> {desired}: {text}"
+            self.cluster.scale(target.namespace, target.name, desired)
+            log.info("scaled %s %s", key, text)
+        prev = self.reporter.decisions.get(key)
+        if scaled or prev is None or prev.desired_replicas != desired:
+            self.reporter.decisions[key] = AutoscalerView(desired, text, reason, self.wall())
+            self.reporter.trigger(target.namespace, target.name)
+        return Outcome(key, current, desired, reason, text, scaled, victims)
+
+    def _scale_down_plan(
+        self,
+        target: Target,
+        pods: Sequence[PodState],
+        ready: Sequence[PodState],
+        scrape: Scrape,
+        current: int,
+        desired: int,
+        text: str,
+        reason: str,
+    ) -> tuple[int, str, str, tuple[str, ...]]:
+        """Limit a scale-down so no starting pod is removed; mark the Ready pods to remove."""
+        unscheduled = [p for p in pods if not p.scheduled]
+        starting = [p for p in pods if p.scheduled and not p.ready]
+        if starting:
+            floor = max(current - len(unscheduled), desired)
+            if floor > desired:
+                text = (
+                    f"{text}; holding {floor}: {len(starting)} replica(s) pending on a node or "
+                    "loading weights are never removed"
+                )
+                desired = floor
+                if desired == current:
+                    reason = Reason.STABILIZING.value
+            return desired, text, reason, ()  # only unscheduled pods go: no marking needed
+        remove = current - desired - len(unscheduled)
+        if remove <= 0:
+            return desired, text, reason, ()
+        # Fewest requests in flight first; among equals the newest (coldest caches).
+        order = sorted(ready, key=lambda p: (scrape.in_flight.get(p.name, 0.0), -p.created, p.name))
+        victims = tuple(p.name for p in order[:remove])
+        for p in ready:
+            want = str(VICTIM_DELETION_COST) if p.name in victims else None
+            if p.deletion_cost != want:
+                self.cluster.set_deletion_cost(
+                    target.namespace, p.name, VICTIM_DELETION_COST if want is not None else None
+                )
+        return desired, text, reason, victims
+
+
+def start_autoscaler(
+    rt: Any, kube: Kube, namespaces: Sequence[str] = ()
+) -> threading.Thread | None:
+    """Start the loop in a daemon thread when ``MODELPLANE_METRICS_SOURCE`` is set.
+
+    ``rt`` is the operator's Runtime: ``decisions``, ``trigger`` and the ``stop`` event.
+    """
+    settings = AutoscalerSettings.from_env()
+    source = metrics_source_from_setting(settings.metrics_source)
+    if source is None:
+        log.info("autoscaler off (%s is not set)", ENV_METRICS_SOURCE)
+        return None
+    loop = AutoscalerLoop(
+        KubeCluster(kube, tuple(namespaces)), source, rt, interval=settings.interval_seconds
+    )
+    thread = threading.Thread(
+        target=loop.run, args=(rt.stop,), name="modelplane-autoscaler", daemon=True
+    )
+    thread.start()
+    return thread
