@@ -47,7 +47,31 @@ def k8s(*rules: dict[str, str], **extra: Any) -> dict[str, Any]:
     return out
 
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+Duration = Annotated[
+    str,
+    Field(
+        max_length=32,
+        json_schema_extra=k8s(
+            cel(
+                "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')",
+                "must be a duration such as 30s, 10m, 1h or 1h30m",
+            )
+        ),
+    ),
+]
+Uri = Annotated[
+    str,
+    Field(
+        max_length=512,
+        json_schema_extra=k8s(
+            cel(
+                "self.matches('^(hf|s3|gs|pvc|oci)://[^ ]+$')",
+                "must be a URI starting with hf://, s3://, gs://, pvc:// or oci:// "
+                "(e.g. hf://meta-llama/Llama-3.1-8B-Instruct)",
+            )
+        ),
+    ),
+]
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 
 
@@ -90,12 +114,7 @@ class ModelSource(Model):
         pattern=r"^[a-z0-9][a-z0-9.\-]*$",
         description="Catalog id; fills the source, engine flags, context length and accelerator.",
     )
-    uri: str | None = Field(
-        default=None,
-        max_length=512,
-        pattern=URI_PATTERN,
-        description="Where the weights are: hf://, s3://, gs://, pvc:// or oci://.",
-    )
+    uri: Uri | None = Field(default=None, description="Where the weights are: hf://, s3://, gs://, pvc:// or oci://.")
     revision: str | None = Field(
         default=None, max_length=128, description="Pin the weights (commit or tag)."
     )
@@ -140,7 +159,7 @@ class SpeculativeDecoding(Model):
     )
 
     mode: SpeculativeMode = SpeculativeMode.DISABLED
-    draft_model: str | None = Field(default=None, max_length=512, pattern=URI_PATTERN)
+    draft_model: Uri | None = None
     num_tokens: int = Field(default=4, ge=1, le=16, description="Tokens proposed per step.")
 
 
@@ -312,7 +331,7 @@ class BaseRef(Model):
 
 class Adapter(Model):
     name: Name
-    uri: str = Field(max_length=512, pattern=URI_PATTERN)
+    uri: Uri
     credentials_secret_ref: SecretRef | None = None
 
 
@@ -403,7 +422,7 @@ class ReplicaStats(Model):
 class Endpoint(Model):
     url: str
     model: str
-    aliases: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list, max_length=16)
 
 
 class AcceleratorStatus(Model):
@@ -455,9 +474,9 @@ class ModelDeploymentStatus(Model):
     accelerator: AcceleratorStatus | None = None
     cost: Cost | None = None
     autoscaler: AutoscalerStatus | None = None
-    adapters: list[AdapterStatus] = Field(default_factory=list)
+    adapters: list[AdapterStatus] = Field(default_factory=list, max_length=64)
     usage: Usage | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
 
 
 class ObjectMeta(BaseModel):

@@ -1,0 +1,188 @@
+"""The pure reconcile core: plan decisions and the one status function (injected clock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelplane.api.v1alpha1 import ModelDeployment
+from modelplane.commands import default_classes
+from modelplane.reconcile.core import (
+    DeploymentView,
+    Observed,
+    PodView,
+    compute_status,
+    plan,
+    status_changed,
+    status_patch,
+)
+
+NOW = "2026-01-01T00:00:00Z"
+LATER = "2026-01-01T00:05:00Z"
+
+
+def md(**spec: Any) -> ModelDeployment:
+    base: dict[str, Any] = {
+        "tier": "OnDemand",
+        "model": {"catalog": "llama-v3p1-8b-instruct"},
+        "engine": {"maxContextLength": 8192},
+        "replicas": {"min": 1, "max": 3},
+    }
+    base.update(spec)
+    return ModelDeployment.model_validate(
+        {"metadata": {"name": "m", "namespace": "ns", "uid": "u-1", "generation": 2}, "spec": base}
+    )
+
+
+def observe(
+    m: ModelDeployment,
+    dep: DeploymentView,
+    pods: tuple[PodView, ...] = (),
+    prev: dict[str, Any] | None = None,
+    now: str = NOW,
+) -> Observed:
+    return Observed(
+        m,
+        default_classes(),
+        dep,
+        {"Service": None, "PodDisruptionBudget": None},
+        pods,
+        prev or {},
+        now,
+    )
+
+
+def ready_pod(i: int) -> PodView:
+    return PodView(f"p{i}", "Running", ready=True, scheduled=True, node="n")
+
+
+def test_new_deployment_creates_children_and_reports_pending() -> None:
+    obs = observe(md(), DeploymentView(exists=False))
+    p = plan(obs)
+    assert [o["kind"] for o in p.apply] == ["Deployment", "Service", "PodDisruptionBudget"]
+    assert p.scale_to is None  # the apps/v1 default of 1 is already within [1, 3]
+    status, events = compute_status(obs, p)
+    assert status["phase"] == "Pending" and status["observedGeneration"] == 2
+    assert {c["type"] for c in status["conditions"]} == {
+        "Ready",
+        "CapacityAvailable",
+        "WeightsReady",
+        "Progressing",
+    }
+    assert events and events[0].reason == "Pending"
+
+
+def test_unchanged_children_are_not_reapplied() -> None:
+    first = plan(observe(md(), DeploymentView(exists=False)))
+    hashes = {
+        o["kind"]: o["metadata"]["annotations"]["modelplane.io/applied-hash"] for o in first.apply
+    }
+    dep = DeploymentView(exists=True, replicas=1, applied_hash=hashes["Deployment"])
+    obs = Observed(
+        md(),
+        default_classes(),
+        dep,
+        {"Service": hashes["Service"], "PodDisruptionBudget": hashes["PodDisruptionBudget"]},
+        (),
+        {},
+        NOW,
+    )
+    assert plan(obs).apply == []
+
+
+def test_spec_change_changes_the_deployment_hash() -> None:
+    a = plan(observe(md(), DeploymentView(exists=False))).apply[0]
+    b = plan(observe(md(engine={"maxContextLength": 16384}), DeploymentView(exists=False))).apply[0]
+    key = "modelplane.io/applied-hash"
+    assert a["metadata"]["annotations"][key] != b["metadata"]["annotations"][key]
+
+
+def test_ready_when_all_replicas_ready_and_rolled_out() -> None:
+    dep = DeploymentView(
+        exists=True,
+        replicas=2,
+        status_replicas=2,
+        ready_replicas=2,
+        updated_replicas=2,
+        observed_generation=1,
+        generation=1,
+        applied_hash="x",
+    )
+    obs = observe(md(), dep, (ready_pod(1), ready_pod(2)))
+    p = plan(obs)
+    p.apply = []
+    status, _ = compute_status(obs, p)
+    assert status["phase"] == "Ready" and status["ready"] == "2/2"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["reason"] == "AllReplicasReady"
+    assert status["cost"]["gpuHourly"] != "0.00"
+
+
+def test_unschedulable_pods_mean_insufficient_capacity() -> None:
+    pending = PodView(
+        "p",
+        "Pending",
+        ready=False,
+        scheduled=False,
+        unschedulable_message="0/16 nodes are available: 16 Insufficient nvidia.com/gpu.",
+    )
+    obs = observe(md(), DeploymentView(exists=True, replicas=1, status_replicas=1), (pending,))
+    status, events = compute_status(obs, plan(obs))
+    cap = next(c for c in status["conditions"] if c["type"] == "CapacityAvailable")
+    assert cap["status"] == "False" and cap["reason"] == "InsufficientCapacity"
+    assert "Insufficient nvidia.com/gpu" in cap["message"]
+    assert status["phase"] == "Provisioning" and status["replicaStats"]["pendingCapacity"] == 1
+    assert events[0].type == "Warning"
+
+
+def test_transition_time_kept_when_condition_status_unchanged() -> None:
+    obs = observe(md(), DeploymentView(exists=False))
+    s1, _ = compute_status(obs, plan(obs))
+    obs2 = observe(md(), DeploymentView(exists=False), prev=s1, now=LATER)
+    s2, events = compute_status(obs2, plan(obs2))
+    assert s1 == s2 and not status_changed(s1, s2)
+    assert events == []  # no transition, no event
+
+
+def test_bounds_and_pinning_drive_scale() -> None:
+    dep = DeploymentView(exists=True, replicas=5, applied_hash="x")
+    assert plan(observe(md(), dep)).scale_to == 3
+    pinned = plan(observe(md(replicas={"min": 1, "max": 4, "pinned": 2}), dep))
+    assert pinned.scale_to == 2 and "pinned" in pinned.decision
+
+
+def test_max_zero_scales_to_zero() -> None:
+    obs = observe(
+        md(replicas={"min": 0, "max": 0}), DeploymentView(exists=True, replicas=1, applied_hash="x")
+    )
+    p = plan(obs)
+    assert p.scale_to == 0
+    status, _ = compute_status(obs, p)
+    assert status["phase"] == "ScaledToZero"
+
+
+def test_unresolvable_spec_fails_with_reason_and_makes_no_children() -> None:
+    obs = observe(md(accelerator={"class": "nvidia-b300"}), DeploymentView(exists=False))
+    p = plan(obs)
+    assert p.apply == [] and p.error is not None and p.error.reason == "NoAcceleratorClass"
+    status, events = compute_status(obs, p)
+    assert status["phase"] == "Failed"
+    assert events[0].type == "Warning" and "nvidia-b300" in events[0].message
+
+
+def test_model_too_large_for_explicit_choice() -> None:
+    obs = observe(
+        md(
+            model={"catalog": "llama-v3p1-405b-instruct"},
+            accelerator={"class": "nvidia-a10g-24gb", "count": 1},
+        ),
+        DeploymentView(exists=False),
+    )
+    p = plan(obs)
+    assert p.error is not None and p.error.reason in ("ModelTooLarge", "PrecisionUnsupported")
+
+
+def test_status_patch_removes_keys_no_longer_reported() -> None:
+    assert status_patch({"endpoint": {"url": "x"}, "phase": "Ready"}, {"phase": "Failed"}) == {
+        "phase": "Failed",
+        "endpoint": None,
+    }
