@@ -168,7 +168,7 @@ def test_bad_input_is_rejected_with_a_fix_it_message(
 
 def cluster_err(cluster: LocalCluster, doc: dict[str, Any]) -> str:
     api = cluster.api()
-    try:
+    with pytest.raises(ApiException) as exc:
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             "modelplane.io",
             "v1alpha1",
@@ -177,10 +177,8 @@ def cluster_err(cluster: LocalCluster, doc: dict[str, Any]) -> str:
             doc,
             field_validation="Strict",
         )
-    except ApiException as e:
-        assert e.status in (400, 422), e.body
-        return str(json.loads(e.body)["message"])
-    raise AssertionError("the apiserver accepted invalid input")
+    assert exc.value.status in (400, 422), exc.value.body
+    return str(json.loads(exc.value.body)["message"])
 
 
 def test_the_good_baseline_is_accepted(cluster: LocalCluster, namespace: str) -> None:
