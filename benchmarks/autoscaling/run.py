@@ -52,7 +52,7 @@ from modelplane.autoscaling.simulator import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TRACE = REPO_ROOT / ".." / "shared" / "data" / "azure-llm-inference-2023" / "conv.csv"
-DOC_PATH = REPO_ROOT / "docs" / "benchmarks-autoscaling.md"
+DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 
 Trace = list[tuple[float, int, int]]
 
@@ -274,8 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(out)
     print(f"\n(simulated in {elapsed:.0f} s)")
     if not args.quick and not args.no_write:
-        DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
-        DOC_PATH.write_text(render_doc(out), encoding="utf-8")
+        from benchmarks.report import write_section
+
+        write_section(
+            "autoscaling", render_doc(out).replace("\n# ", "\n## ", 1).replace("# ", "## ", 1)
+        )
         print(f"wrote {DOC_PATH.relative_to(REPO_ROOT)}")
     return 0
 
