@@ -114,7 +114,9 @@ class ModelSource(Model):
         pattern=r"^[a-z0-9][a-z0-9.\-]*$",
         description="Catalog id; fills the source, engine flags, context length and accelerator.",
     )
-    uri: Uri | None = Field(default=None, description="Where the weights are: hf://, s3://, gs://, pvc:// or oci://.")
+    uri: Uri | None = Field(
+        default=None, description="Where the weights are: hf://, s3://, gs://, pvc:// or oci://."
+    )
     revision: str | None = Field(
         default=None, max_length=128, description="Pin the weights (commit or tag)."
     )
