@@ -35,9 +35,11 @@ def chart_values(
         "capacityProvider": capacity_provider,
         "resyncIntervalSeconds": operator.resync_interval_seconds,
         "logLevel": operator.log_level,
-        "acceleratorClasses": {"enabled": False},
+        # Pulumi applies the CRDs itself (server-side, kept on destroy) and creates the classes.
+        "installCRDs": False,
+        "defaultAcceleratorClasses": False,
         "image": {"repository": operator.image.repository, "tag": operator.image.tag},
-        "metrics": {"serviceMonitor": {"enabled": operator.service_monitor}},
+        "serviceMonitor": operator.service_monitor,
     }
     if pull_secret:
         values["imagePullSecrets"] = [{"name": pull_secret}]

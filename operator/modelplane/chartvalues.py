@@ -144,6 +144,16 @@ class ChartValues(_Values):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Operator log level."
     )
+    metrics_source: str = Field(
+        default="",
+        max_length=512,
+        pattern=r"^$|^pods(:[0-9]+)?$|^(fleet|prometheus):https?://.+$",
+        description="Where the autoscaler reads engine metrics: pods (scrape each Ready pod), "
+        "pods:<port>, prometheus:<url> or fleet:<url>. Empty: autoscaling off.",
+    )
+    autoscaler_interval_seconds: float = Field(
+        default=5, gt=0, description="Seconds between autoscaler decisions (> 0)."
+    )
     watch_namespaces: list[DnsLabel] = Field(
         default_factory=list,
         max_length=64,

@@ -53,6 +53,15 @@ class OperatorSettings(BaseSettings):
     simulated_idle_seconds: float = Field(
         default=120.0, ge=0, description="simulated provider: remove a node idle this long."
     )
+    metrics_source: str = Field(
+        default="",
+        description="Where the autoscaler reads engine metrics: fleet:<url> (the simulated "
+        "engine fleet), pods or pods:<port> (scrape each Ready pod), prometheus:<url>; empty: "
+        "autoscaler off (replicas stay within spec.replicas bounds).",
+    )
+    autoscaler_interval_seconds: float = Field(
+        default=5.0, gt=0, description="Period of the autoscaler loop."
+    )
     cluster_domain: str = Field(
         default="cluster.local", description="DNS suffix for endpoint URLs."
     )

@@ -300,10 +300,15 @@ def test_chart_values_come_from_stack_config() -> None:
         "capacityProvider": "karpenter",
         "resyncIntervalSeconds": 120,
         "logLevel": "DEBUG",
-        "acceleratorClasses": {"enabled": False},
+        "installCRDs": False,
+        "defaultAcceleratorClasses": False,
         "image": {"repository": "registry.example/mp", "tag": "1.2.3"},
-        "metrics": {"serviceMonitor": {"enabled": True}},
+        "serviceMonitor": True,
     }
+    # The values are valid for the chart's own schema (the typed model behind values.schema.json).
+    from modelplane.chartvalues import ChartValues
+
+    ChartValues.model_validate(mp["values"])
     assert g.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"] == "mp-system"
 
 

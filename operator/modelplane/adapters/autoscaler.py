@@ -21,7 +21,7 @@ drop) and the rest waits until the starting pods are Ready. Among Ready pods, th
 the fewest requests in flight are marked with a low deletion cost just before the scale
 request, so the idle ones are removed and busy ones keep their requests.
 
-Settings (read from the environment here; to be promoted into ``OperatorSettings``):
+Settings (fields of ``modelplane.settings.OperatorSettings``):
 
 - ``MODELPLANE_AUTOSCALER_INTERVAL_SECONDS`` (default 5): period of the loop;
 - ``MODELPLANE_METRICS_SOURCE`` (default empty: the loop is off): ``fleet:<url>`` (the
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import urllib.error
@@ -55,6 +54,7 @@ from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment, Replicas
 from modelplane.autoscaling.metrics import (
     FleetCollector,
     HttpPodScraper,
+    PrometheusError,
     PrometheusSource,
     parse_vllm_metrics,
 )
@@ -70,11 +70,9 @@ from modelplane.reconcile.core import AutoscalerView
 
 __all__ = [
     "ANNOTATION_DELETION_COST",
-    "ENV_INTERVAL",
     "ENV_METRICS_SOURCE",
     "VICTIM_DELETION_COST",
     "AutoscalerLoop",
-    "AutoscalerSettings",
     "ClusterAPI",
     "FleetMetricsSource",
     "KubeCluster",
@@ -93,36 +91,10 @@ __all__ = [
 
 log = logging.getLogger("modelplane.autoscaler")
 
-ENV_INTERVAL = "MODELPLANE_AUTOSCALER_INTERVAL_SECONDS"
 ENV_METRICS_SOURCE = "MODELPLANE_METRICS_SOURCE"
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 #: Deletion cost of the Ready pods chosen for removal (others carry none, i.e. 0).
 VICTIM_DELETION_COST = -1000
-
-
-# --------------------------------------------------------------------------- settings
-@dataclass(frozen=True, slots=True)
-class AutoscalerSettings:
-    interval_seconds: float = 5.0
-    metrics_source: str = ""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AutoscalerSettings:
-        env = os.environ if environ is None else environ
-        raw = env.get(ENV_INTERVAL, "").strip()
-        interval = 5.0
-        if raw:
-            try:
-                interval = float(raw)
-            except ValueError:
-                raise ValueError(
-                    f"{ENV_INTERVAL} must be a number of seconds, got {raw!r}"
-                ) from None
-            if not interval > 0:
-                raise ValueError(f"{ENV_INTERVAL} must be above 0, got {raw!r}")
-        return cls(
-            interval_seconds=interval, metrics_source=env.get(ENV_METRICS_SOURCE, "").strip()
-        )
 
 
 # --------------------------------------------------------------------------- observations
@@ -444,13 +416,13 @@ class AutoscalerLoop:
                 continue
             try:
                 out = self.step(body)
-            except (ApiException, OSError, NoMetricsError, ValueError) as e:
+            except (ApiException, OSError, NoMetricsError, PrometheusError, ValueError) as e:
                 log.warning("autoscaling %s skipped this round: %s", key, e)
                 continue
             if out is not None:
                 outcomes.append(out)
-        for key in set(self._states) - seen:  # deleted deployments
-            self._states.pop(key, None)
+        for key in (set(self._states) | set(self.reporter.decisions)) - seen:  # deleted
+            self._forget(key)
         return outcomes
 
     def _forget(self, key: str) -> None:
@@ -531,10 +503,13 @@ class AutoscalerLoop:
         reason: str,
     ) -> tuple[int, str, str, tuple[str, ...]]:
         """Limit a scale-down so no starting pod is removed; mark the Ready pods to remove."""
+        # The ReplicaSet keeps `desired` of the existing pods and deletes the rest in the order
+        # unscheduled, pending, not Ready, Ready (by deletion cost): as long as a scheduled pod
+        # is still starting, keep at least every scheduled pod.
         unscheduled = [p for p in pods if not p.scheduled]
         starting = [p for p in pods if p.scheduled and not p.ready]
         if starting:
-            floor = max(current - len(unscheduled), desired)
+            floor = min(max(len(pods) - len(unscheduled), desired), current)
             if floor > desired:
                 text = (
                     f"{text}; holding {floor}: {len(starting)} replica(s) pending on a node or "
@@ -544,7 +519,7 @@ class AutoscalerLoop:
                 if desired == current:
                     reason = Reason.STABILIZING.value
             return desired, text, reason, ()  # only unscheduled pods go: no marking needed
-        remove = current - desired - len(unscheduled)
+        remove = len(pods) - desired - len(unscheduled)
         if remove <= 0:
             return desired, text, reason, ()
         # Fewest requests in flight first; among equals the newest (coldest caches).
@@ -560,19 +535,23 @@ class AutoscalerLoop:
 
 
 def start_autoscaler(
-    rt: Any, kube: Kube, namespaces: Sequence[str] = ()
+    rt: Any,
+    kube: Kube,
+    namespaces: Sequence[str] = (),
+    *,
+    metrics_source: str = "",
+    interval_seconds: float = 5.0,
 ) -> threading.Thread | None:
-    """Start the loop in a daemon thread when ``MODELPLANE_METRICS_SOURCE`` is set.
+    """Start the loop in a daemon thread when a metrics source is configured.
 
     ``rt`` is the operator's Runtime: ``decisions``, ``trigger`` and the ``stop`` event.
     """
-    settings = AutoscalerSettings.from_env()
-    source = metrics_source_from_setting(settings.metrics_source)
+    source = metrics_source_from_setting(metrics_source)
     if source is None:
         log.info("autoscaler off (%s is not set)", ENV_METRICS_SOURCE)
         return None
     loop = AutoscalerLoop(
-        KubeCluster(kube, tuple(namespaces)), source, rt, interval=settings.interval_seconds
+        KubeCluster(kube, tuple(namespaces)), source, rt, interval=interval_seconds
     )
     thread = threading.Thread(
         target=loop.run, args=(rt.stop,), name="modelplane-autoscaler", daemon=True

@@ -99,9 +99,10 @@ class OperatorProcess:
 
     def peak_rss_mib(self) -> float:
         """High-water resident memory of the operator process (VmHWM), in MiB."""
-        for line in open(f"/proc/{self.proc.pid}/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
         return 0.0
 
     def __enter__(self) -> OperatorProcess:

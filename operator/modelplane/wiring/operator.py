@@ -217,7 +217,13 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         threading.Thread(
             target=_capacity_loop, args=(rt, sim), name="modelplane-capacity", daemon=True
         ).start()
-    start_autoscaler(rt, kube, s.namespaces)  # daemon thread; off unless a metrics source is set
+    start_autoscaler(
+        rt,
+        kube,
+        s.namespaces,
+        metrics_source=s.metrics_source,
+        interval_seconds=s.autoscaler_interval_seconds,
+    )  # daemon thread; off unless a metrics source is set
     log.info(
         "modelplane operator started: provider=%s resync=%ss",
         s.capacity_provider.value,

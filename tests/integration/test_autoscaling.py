@@ -1,0 +1,229 @@
+"""Autoscaling end to end on the local cluster: simulated engines, the operator, real scaling.
+
+The simulated engine fleet (``python -m modelplane.autoscaling.fleet``) serves vLLM metrics for
+the KWOK model-server pods; the operator's autoscaler loop scrapes it and scales the Deployment
+through ``/scale``. Load rises: 1 -> 3 replicas; load falls: back to 1 once the 30 s
+scale-down window has passed. Scale to zero needs ``scaleToZeroWindow`` >= 5 min (a CRD rule),
+so it is covered by ``tests/unit/test_autoscaler_loop.py`` with an injected clock instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from modelplane.commands import accelerator_classes_yaml
+from modelplane.localcluster import LocalCluster, ensure
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+MANIFEST = """\
+apiVersion: modelplane.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: chat
+  namespace: {namespace}
+spec:
+  tier: OnDemand
+  model:
+    catalog: llama-v3p1-8b-instruct
+  accelerator:
+    class: nvidia-h100-80gb
+    count: 1
+  replicas:
+    min: 1
+    max: 4
+  autoscaling:
+    scaleUpWindow: 10s
+    scaleDownWindow: 30s
+    loadTargets:
+      concurrentRequests: 16
+"""
+
+# Llama 3 8B on one H100 (the fleet's replica model), ~220 prompt / ~200 output tokens:
+# 22 req/s keep ~40-45 requests in flight -> 3 replicas at 16 each; 2 req/s need 1.
+HIGH_RPS = 22.0
+LOW_RPS = 2.0
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def fleet_url(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
+    log = (tmp_path / "fleet.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelplane.autoscaling.fleet",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--port",
+            "0",
+            "--namespace",
+            namespace,
+            "--seed",
+            "7",
+            "--ttl",
+            "600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("FLEET_URL=http://127.0.0.1:"), (tmp_path / "fleet.log").read_text()
+        yield line.split("=", 1)[1]
+    finally:
+        _stop(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        log.close()
+
+
+@pytest.fixture
+def operator(
+    cluster: LocalCluster, namespace: str, fleet_url: str, tmp_path: Path
+) -> Iterator[Path]:
+    cluster.kubectl(
+        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
+    )
+    log_path = tmp_path / "operator.log"
+    log = log_path.open("wb")
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "MODELPLANE_NAMESPACES": namespace,
+        "MODELPLANE_CAPACITY_PROVIDER": "simulated",
+        "MODELPLANE_METRICS_PORT": "0",
+        "MODELPLANE_HEALTH_PORT": "0",
+        "MODELPLANE_RESYNC_INTERVAL_SECONDS": "5",
+        "MODELPLANE_METRICS_SOURCE": f"fleet:{fleet_url}",
+        "MODELPLANE_AUTOSCALER_INTERVAL_SECONDS": "2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelplane.cli", "run"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield log_path
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _put_load(fleet_url: str, namespace: str, rps: float) -> None:
+    body = json.dumps({"requestsPerSecond": rps, "promptTokens": 220, "outputTokens": 200})
+    req = urllib.request.Request(
+        f"{fleet_url}/load/{namespace}/chat", data=body.encode(), method="PUT"
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200
+
+
+def _status(api: Any, namespace: str) -> dict[str, Any]:
+    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "modelplane.io", "v1alpha1", namespace, "modeldeployments", "chat"
+    )
+    status: dict[str, Any] = obj.get("status") or {}
+    return status
+
+
+def _no_drift(cluster: LocalCluster, manifest: Path) -> None:
+    """`kubectl diff -f` of the user's manifest: nothing to report, exit code 0."""
+    kubectl = ensure(build=False).kubectl
+    out = subprocess.run(
+        [str(kubectl), f"--kubeconfig={cluster.kubeconfig}", "diff", "-f", str(manifest)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0 and out.stdout == "", out.stdout + out.stderr
+
+
+def test_scales_up_with_load_and_back_down(
+    cluster: LocalCluster,
+    api: Any,
+    namespace: str,
+    fleet_url: str,
+    operator: Path,
+    tmp_path: Path,
+) -> None:
+    manifest = tmp_path / "chat.yaml"
+    manifest.write_text(MANIFEST.format(namespace=namespace))
+    cluster.kubectl("apply", "-f", str(manifest))
+    apps = client.AppsV1Api(api)
+    try:
+        wait_for(
+            lambda: _status(api, namespace).get("phase") == "Ready",
+            timeout=90,
+            what="ModelDeployment Ready with 1 replica",
+        )
+        _no_drift(cluster, manifest)
+
+        # Load rises: 1 -> 3 replicas, all Ready.
+        _put_load(fleet_url, namespace, HIGH_RPS)
+        rise = time.monotonic()
+        st = wait_for(
+            lambda: (s := _status(api, namespace)).get("readyReplicas", 0) >= 3 and s,
+            timeout=90,
+            interval=0.5,
+            what="3 ready replicas under load",
+        )
+        scale_up_s = time.monotonic() - rise
+        print(f"\nscale-up: load rise -> {st['readyReplicas']} Ready in {scale_up_s:.1f}s")
+        auto = st["autoscaler"]
+        assert auto["reason"] == "ScaleUp", auto
+        assert "concurrentRequests" in auto["lastDecision"]
+        assert re.match(r"^[12] -> [34]: ", auto["lastDecision"]), auto
+        assert auto["lastScaleTime"]
+        dep = apps.read_namespaced_deployment("chat", namespace)
+        assert dep.spec.replicas == st["desiredReplicas"] >= 3
+        _no_drift(cluster, manifest)
+
+        # Load falls: back to 1 after the 30 s scale-down window.
+        _put_load(fleet_url, namespace, LOW_RPS)
+        fall = time.monotonic()
+        st = wait_for(
+            lambda: (
+                (s := _status(api, namespace)).get("desiredReplicas") == 1
+                and s.get("readyReplicas") == 1
+                and s
+            ),
+            timeout=120,
+            interval=0.5,
+            what="back to 1 replica after the load fell",
+        )
+        print(f"scale-down: load fall -> 1 replica in {time.monotonic() - fall:.1f}s")
+        auto = st["autoscaler"]
+        assert auto["reason"] == "ScaleDown", auto
+        assert "scale-down window 30s" in auto["lastDecision"]
+        assert apps.read_namespaced_deployment("chat", namespace).spec.replicas == 1
+        _no_drift(cluster, manifest)
+    except AssertionError:
+        print(operator.read_text()[-6000:], file=sys.stderr)
+        raise
