@@ -9,16 +9,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelplane.localcluster import LocalCluster, load_layout
+from modelplane.localcluster import LocalCluster, ensure, load_layout
+from modelplane.localcluster.harness import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,8 +43,9 @@ def cluster() -> Iterator[LocalCluster]:
         c.up(crd_dirs=[REPO / "crds"], timeout=240)
         yield c
     finally:
-        c.down()
-        shutil.rmtree(root, ignore_errors=True)
+        c.down(keep_logs=bool(os.environ.get("MODELPLANE_KEEP_TEST_LOGS")))
+        if not os.environ.get("MODELPLANE_KEEP_TEST_LOGS"):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +72,120 @@ def namespace(cluster: LocalCluster, api: Any, request: pytest.FixtureRequest) -
             time.sleep(0.2)
     yield name
     v1.delete_namespace(name, propagation_policy="Background")
+
+
+@dataclass(frozen=True)
+class ChartIdentity:
+    """The chart's ServiceAccount for one capacity provider, as the operator's identity."""
+
+    provider: str
+    namespace: str
+    service_account: str
+    kubeconfig: Path
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+
+@pytest.fixture(scope="session")
+def chart_identities(cluster: LocalCluster) -> dict[str, ChartIdentity]:
+    """`helm install` the chart once per capacity provider; the operator under test then runs
+    with a token of the chart's ServiceAccount, i.e. with exactly the chart's RBAC."""
+    helm = str(ensure(build=False).helm)
+    out: dict[str, ChartIdentity] = {}
+    for provider in ("simulated", "karpenter", "static"):
+        ns = f"mp-{provider}"
+        release = f"mp-{provider}"
+        subprocess.run(
+            [
+                helm, "install", release, str(REPO / "charts" / "modelplane"),
+                "--namespace", ns, "--create-namespace",
+                "--set", f"capacityProvider={provider}",
+                "--set", "installCRDs=false",
+                "--set", "defaultAcceleratorClasses=false",
+                "--set", "image.repository=example.invalid/modelplane",
+            ],
+            env=cluster.env(), check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        sa = cluster.kubectl(
+            "get", "serviceaccount", "-n", ns,
+            "-l", f"app.kubernetes.io/instance={release}", "-o", "jsonpath={.items[0].metadata.name}",
+        )  # fmt: skip
+        token = cluster.kubectl("create", "token", sa, "-n", ns, "--duration=6h").strip()
+        kc = cluster.token_kubeconfig(f"operator-{provider}", token)
+        out[provider] = ChartIdentity(provider, ns, sa, kc)
+    return out
+
+
+@pytest.fixture
+def run_operator(
+    cluster: LocalCluster, chart_identities: dict[str, ChartIdentity]
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start `modelplane run` under the chart's ServiceAccount for `provider`; stopped after
+    the test (also on failure)."""
+    started: list[OperatorProcess] = []
+
+    def start(namespaces: list[str], provider: str = "simulated", **env: str) -> OperatorProcess:
+        ident = chart_identities[provider]
+        op = OperatorProcess(
+            cluster,
+            namespaces,
+            provider,
+            kubeconfig=ident.kubeconfig,
+            user=ident.user,
+            MODELPLANE_OPERATOR_NAMESPACE=ident.namespace,
+            **env,
+        )
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def fleet_url(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
+    """The simulated engine fleet for this test's namespace (vLLM metrics, LoRA endpoints)."""
+    log = (tmp_path / "fleet.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelplane.autoscaling.fleet",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--port",
+            "0",
+            "--namespace",
+            namespace,
+            "--seed",
+            "7",
+            "--ttl",
+            "600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("FLEET_URL=http://127.0.0.1:"), (tmp_path / "fleet.log").read_text()
+        yield line.split("=", 1)[1]
+    finally:
+        _stop(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        log.close()

@@ -26,3 +26,16 @@ def wait_for(
 REPO = Path(__file__).resolve().parents[1]
 
 __all__ = ["REPO", "OperatorProcess", "apiserver_writes", "audit_writes", "wait_for"]
+
+
+def put_load(fleet_url: str, namespace: str, name: str, rps: float) -> None:
+    """Set the simulated fleet's request rate for one ModelDeployment."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"requestsPerSecond": rps, "promptTokens": 220, "outputTokens": 200})
+    req = urllib.request.Request(
+        f"{fleet_url}/load/{namespace}/{name}", data=body.encode(), method="PUT"
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200

@@ -23,8 +23,10 @@ class Permission:
 
 
 READ = ("get", "list", "watch")
-OWN = ("get", "list", "watch", "create", "patch", "delete")
+LIST_WATCH = ("list", "watch")
 
+# Server-side apply creates a missing object with a PATCH request that the apiserver also
+# authorizes as "create", so applied children need both verbs.
 PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "modelplane.io",
@@ -34,44 +36,58 @@ PERMISSIONS: tuple[Permission, ...] = (
         "watch ModelDeployments; kopf records handler progress in annotations",
     ),
     Permission(
-        "modelplane.io",
-        "modeldeployments/status",
-        ("get", "patch"),
-        True,
-        "the single status writer",
+        "modelplane.io", "modeldeployments/status", ("patch",), True, "the single status writer"
     ),
     Permission(
         "modelplane.io",
         "acceleratorclasses",
-        READ,
+        ("list",),
         False,
         "resolve the GPU kind, price and node placement",
     ),
-    Permission("apps", "deployments", OWN, True, "model-server Deployments (server-side apply)"),
+    Permission(
+        "apps",
+        "deployments",
+        (*READ, "create", "patch"),
+        True,
+        "model-server Deployments: read, server-side apply; watched so status follows rollouts",
+    ),
     Permission(
         "apps",
         "deployments/scale",
-        ("get", "patch"),
+        ("patch",),
         True,
-        "the autoscaler changes replicas only through /scale",
+        "replicas change only through /scale (bounds, pinning, the autoscaler)",
     ),
-    Permission("", "services", OWN, True, "the OpenAI-compatible endpoint"),
-    Permission("policy", "poddisruptionbudgets", OWN, True, "disruption budgets for replicas > 1"),
-    Permission("", "pods", READ, True, "replica states for status, metrics scraping"),
-    Permission("", "events", ("create", "patch"), True, "Events on phase transitions"),
-    Permission("", "nodes", READ, False, "capacity: which GPU nodes exist and are free"),
+    Permission("", "services", ("get", "create", "patch"), True, "the OpenAI-compatible endpoint"),
+    Permission(
+        "policy",
+        "poddisruptionbudgets",
+        ("get", "create", "patch", "delete"),
+        True,
+        "a disruption budget while more than one replica is possible",
+    ),
+    Permission("", "pods", LIST_WATCH, True, "replica states for status; metrics scraping"),
+    Permission(
+        "",
+        "pods",
+        ("patch",),
+        True,
+        "autoscaler: mark the idle Ready pods a scale-down removes (pod-deletion-cost)",
+    ),
+    Permission("", "events", ("create",), True, "Events on phase transitions"),
     Permission(
         "",
         "nodes",
-        ("create", "delete"),
+        ("list", "create", "delete"),
         False,
-        "simulated provider: create and remove KWOK GPU nodes",
+        "simulated provider: find idle KWOK GPU nodes, create them for pending pods, remove them",
         CapacityProvider.SIMULATED,
     ),
     Permission(
         "karpenter.sh",
         "nodepools",
-        OWN,
+        ("list", "create", "patch", "delete"),
         False,
         "one shared NodePool per AcceleratorClass in use",
         CapacityProvider.KARPENTER,

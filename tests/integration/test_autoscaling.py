@@ -9,13 +9,10 @@ so it is covered by ``tests/unit/test_autoscaler_loop.py`` with an injected cloc
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ from kubernetes import client
 
 from modelplane.commands import accelerator_classes_yaml
 from modelplane.localcluster import LocalCluster, ensure
-from tests.helpers import wait_for
+from tests.helpers import put_load, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,91 +55,26 @@ HIGH_RPS = 22.0
 LOW_RPS = 2.0
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def fleet_url(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
-    log = (tmp_path / "fleet.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelplane.autoscaling.fleet",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--port",
-            "0",
-            "--namespace",
-            namespace,
-            "--seed",
-            "7",
-            "--ttl",
-            "600",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("FLEET_URL=http://127.0.0.1:"), (tmp_path / "fleet.log").read_text()
-        yield line.split("=", 1)[1]
-    finally:
-        _stop(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        log.close()
-
-
 @pytest.fixture
 def operator(
-    cluster: LocalCluster, namespace: str, fleet_url: str, tmp_path: Path
+    cluster: LocalCluster, namespace: str, fleet_url: str, run_operator: Any
 ) -> Iterator[Path]:
     cluster.kubectl(
         "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
     )
-    log_path = tmp_path / "operator.log"
-    log = log_path.open("wb")
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "MODELPLANE_NAMESPACES": namespace,
-        "MODELPLANE_CAPACITY_PROVIDER": "simulated",
-        "MODELPLANE_METRICS_PORT": "0",
-        "MODELPLANE_HEALTH_PORT": "0",
-        "MODELPLANE_RESYNC_INTERVAL_SECONDS": "5",
-        "MODELPLANE_METRICS_SOURCE": f"fleet:{fleet_url}",
-        "MODELPLANE_AUTOSCALER_INTERVAL_SECONDS": "2",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelplane.cli", "run"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    op = run_operator(
+        [namespace],
+        "simulated",
+        MODELPLANE_RESYNC_INTERVAL_SECONDS="5",
+        MODELPLANE_METRICS_SOURCE=f"fleet:{fleet_url}",
+        MODELPLANE_AUTOSCALER_INTERVAL_SECONDS="2",
     )
-    try:
-        yield log_path
-    finally:
-        _stop(proc)
-        log.close()
+    with op:
+        yield op.log_path
 
 
 def _put_load(fleet_url: str, namespace: str, rps: float) -> None:
-    body = json.dumps({"requestsPerSecond": rps, "promptTokens": 220, "outputTokens": 200})
-    req = urllib.request.Request(
-        f"{fleet_url}/load/{namespace}/chat", data=body.encode(), method="PUT"
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        assert resp.status == 200
+    put_load(fleet_url, namespace, "chat", rps)
 
 
 def _status(api: Any, namespace: str) -> dict[str, Any]:

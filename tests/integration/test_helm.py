@@ -215,7 +215,7 @@ def test_install_rbac_crd_upgrade_and_uninstall(
         actual = dict(zip(checks, answers, strict=True))
     wrong = {k: actual[k] for k in expected if actual[k] != expected[k]}
     assert not wrong, f"can-i differs from permissions.py (key: got): {wrong}"
-    assert sum(expected.values()) >= 30
+    assert sum(expected.values()) >= 20  # enough granted verbs to make the comparison meaningful
     # cluster-wide mode: namespaced permissions hold in any namespace, Secrets in none
     assert _can_i(cluster, sa, "default", "list", "modelplane.io", "modeldeployments")
     assert not _can_i(cluster, sa, "default", "get", "", "secrets")

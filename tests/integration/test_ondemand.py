@@ -11,7 +11,7 @@ from kubernetes import client
 
 from modelplane.commands import accelerator_classes_yaml
 from modelplane.localcluster import LocalCluster
-from tests.helpers import REPO, OperatorProcess, audit_writes, wait_for
+from tests.helpers import REPO, audit_writes, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -62,12 +62,12 @@ def all_ready(api: Any, ns: str, names: list[str]) -> bool:
 
 
 def test_examples_reach_ready_on_the_right_accelerators(
-    cluster: LocalCluster, api: Any, namespace: str
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
     docs = examples(namespace)
     assert len(docs) >= 5
     names = [d["metadata"]["name"] for d in docs]
-    with OperatorProcess(cluster, [namespace]) as op:
+    with run_operator([namespace]) as op:
         apply(cluster, *docs)
         wait_for(lambda: all_ready(api, namespace, names), timeout=120, what="every example Ready")
         table = cluster.kubectl("get", "mdep", "-n", namespace)
@@ -115,11 +115,11 @@ def _md(ns: str, name: str, **spec: Any) -> dict[str, Any]:
 
 
 def test_spec_change_rolls_and_idle_resync_makes_no_writes(
-    cluster: LocalCluster, api: Any, namespace: str
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
     apps = client.AppsV1Api(api)
     md = _md(namespace, "roll")
-    with OperatorProcess(cluster, [namespace]) as op:
+    with run_operator([namespace]) as op:
         apply(cluster, md)
         wait_for(lambda: phase(api, namespace, "roll") == "Ready", timeout=90, what="Ready")
         dep = apps.read_namespaced_deployment("roll", namespace)
@@ -129,10 +129,10 @@ def test_spec_change_rolls_and_idle_resync_makes_no_writes(
         # Idle: several resyncs (3 s each) happen, and none of them writes anything. The
         # apiserver's audit log attributes every mutating request to its user.
         time.sleep(4)
-        before_api = len(audit_writes(cluster, OperatorProcess.USER))
+        before_api = len(audit_writes(cluster, op.user))
         before_ops = op.metric("modelplane_reconciles_total", result="ok")
         time.sleep(10)
-        after = audit_writes(cluster, OperatorProcess.USER)
+        after = audit_writes(cluster, op.user)
         after_ops = op.metric("modelplane_reconciles_total", result="ok")
         assert after_ops - before_ops >= 2, "the resync timer did not run"
         assert before_api > 0, "the audit log saw none of the operator's writes"
@@ -180,9 +180,11 @@ def test_spec_change_rolls_and_idle_resync_makes_no_writes(
         assert diff == ""
 
 
-def test_delete_removes_children(cluster: LocalCluster, api: Any, namespace: str) -> None:
+def test_delete_removes_children(
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
+) -> None:
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    with OperatorProcess(cluster, [namespace]):
+    with run_operator([namespace]):
         apply(cluster, _md(namespace, "gone", replicas={"min": 2, "max": 2}))
         wait_for(lambda: phase(api, namespace, "gone") == "Ready", timeout=90, what="Ready")
         assert client.PolicyV1Api(api).read_namespaced_pod_disruption_budget("gone", namespace)
@@ -200,7 +202,7 @@ def test_delete_removes_children(cluster: LocalCluster, api: Any, namespace: str
 
 
 def test_nodepool_shared_and_removed_with_last_user(
-    cluster: LocalCluster, api: Any, namespace: str
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
     """With the karpenter provider: one NodePool per class in use, validated by Karpenter's CRD."""
     custom = client.CustomObjectsApi(api)
@@ -210,7 +212,7 @@ def test_nodepool_shared_and_removed_with_last_user(
         return {i["metadata"]["name"] for i in items}
 
     a10g = {"class": "nvidia-a10g-24gb", "count": 1}
-    with OperatorProcess(cluster, [namespace], provider="karpenter"):
+    with run_operator([namespace], provider="karpenter"):
         apply(
             cluster,
             _md(
@@ -250,10 +252,10 @@ def test_nodepool_shared_and_removed_with_last_user(
 
 
 def test_operator_only_conditions_and_nothing_else_changes(
-    cluster: LocalCluster, api: Any, namespace: str
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
     apps = client.AppsV1Api(api)
-    with OperatorProcess(cluster, [namespace]):
+    with run_operator([namespace]):
         apply(
             cluster,
             _md(namespace, "no-class", accelerator={"class": "nvidia-b300", "count": 1}),
@@ -279,19 +281,24 @@ def test_operator_only_conditions_and_nothing_else_changes(
         assert ready["reason"] == "ModelTooLarge", ready
         assert "GiB" in ready["message"]
         assert not apps.list_namespaced_deployment(namespace).items
-        warnings = (
-            client.CoreV1Api(api)
-            .list_namespaced_event(namespace, field_selector="type=Warning")
-            .items
+
+        def warnings() -> set[str]:
+            core = client.CoreV1Api(api)
+            items = core.list_namespaced_event(namespace, field_selector="type=Warning").items
+            return {e.reason for e in items}
+
+        wait_for(
+            lambda: warnings() >= {"NoAcceleratorClass", "ModelTooLarge"},
+            timeout=30,
+            what="Warning events",
         )
-        assert {e.reason for e in warnings} >= {"NoAcceleratorClass", "ModelTooLarge"}
 
 
 def test_capacity_condition_when_gpus_cannot_be_had(
-    cluster: LocalCluster, api: Any, namespace: str
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
     """Static capacity: a pod no node can hold -> CapacityAvailable=False/InsufficientCapacity."""
-    with OperatorProcess(cluster, [namespace], provider="static"):
+    with run_operator([namespace], provider="static"):
         apply(
             cluster,
             _md(
@@ -314,11 +321,11 @@ def test_capacity_condition_when_gpus_cannot_be_had(
 
 
 def test_restart_mid_reconcile_converges_without_duplicates(
-    cluster: LocalCluster, api: Any, namespace: str
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     names = [f"r{i}" for i in range(6)]
-    op = OperatorProcess(cluster, [namespace]).start()
+    op = run_operator([namespace]).start()
     try:
         apply(
             cluster,
@@ -337,7 +344,7 @@ def test_restart_mid_reconcile_converges_without_duplicates(
         op.kill()
     finally:
         op.stop()
-    with OperatorProcess(cluster, [namespace]):
+    with run_operator([namespace]):
         wait_for(
             lambda: all_ready(api, namespace, names), timeout=120, what="all Ready after restart"
         )
@@ -354,7 +361,7 @@ def test_restart_mid_reconcile_converges_without_duplicates(
 
 
 def test_operator_never_adopts_a_strangers_deployment(
-    cluster: LocalCluster, api: Any, namespace: str
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
     apps = client.AppsV1Api(api)
     stranger = {
@@ -371,7 +378,7 @@ def test_operator_never_adopts_a_strangers_deployment(
         },
     }
     apps.create_namespaced_deployment(namespace, stranger)
-    with OperatorProcess(cluster, [namespace]):
+    with run_operator([namespace]):
         apply(cluster, _md(namespace, "taken"))
         md = wait_for(
             lambda: (

@@ -38,12 +38,14 @@ from modelplane.localcluster.nodes import NodeLayout, load_layout
 Log = Callable[[str], None]
 
 SERVICE_CIDR = "10.0.0.0/24"
-# Mutating requests only, metadata level: enough to count who wrote what (tests measure the
-# operator's write requests from here), small enough to stay cheap.
+# Metadata level: every mutating request, plus every request of ServiceAccounts (the operator
+# runs as one in the tests, which read both its writes and the permissions it really used).
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+- level: Metadata
+  userGroups: [system:serviceaccounts]
 - level: Metadata
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
@@ -394,6 +396,36 @@ class LocalCluster:
         crt, key = pki.issue_client(k, user, groups or [])
         path = self.dir / f"{user.replace(':', '-')}.kubeconfig"
         self._write_kubeconfig(k, st, path=path, user=user, cert=(crt, key))
+        return path
+
+    def token_kubeconfig(self, name: str, token: str) -> Path:
+        """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
+        st = self.state()
+        if st is None:
+            raise ClusterError(f"cluster {self.name!r} is not running")
+        k = pki.Pki(self.dir / "pki")
+        ctx = f"modelplane-{self.name}"
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": ctx,
+                    "cluster": {
+                        "server": st.server,
+                        "certificate-authority-data": base64.b64encode(
+                            k.ca_crt.read_bytes()
+                        ).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": name}}],
+            "current-context": ctx,
+        }
+        path = self.dir / f"{name}.kubeconfig"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        path.chmod(0o600)
         return path
 
     @property

@@ -19,7 +19,14 @@ class OperatorProcess:
     USER = "modelplane-operator"
 
     def __init__(
-        self, cluster: Any, namespaces: list[str], provider: str = "simulated", **env: str
+        self,
+        cluster: Any,
+        namespaces: list[str],
+        provider: str = "simulated",
+        *,
+        kubeconfig: Any = None,
+        user: str | None = None,
+        **env: str,
     ) -> None:
         import os
         import socket
@@ -29,10 +36,14 @@ class OperatorProcess:
         self.metrics_port = s.getsockname()[1]
         s.close()
         self.cluster = cluster
+        #: The identity the apiserver sees (audit log `user.username`).
+        self.user = user or self.USER
         self.env = {
             **os.environ,
             # Its own identity, so the audit log tells its requests apart from everyone else's.
-            "KUBECONFIG": str(cluster.client_kubeconfig(self.USER, ["system:masters"])),
+            "KUBECONFIG": str(
+                kubeconfig or cluster.client_kubeconfig(self.USER, ["system:masters"])
+            ),
             "MODELPLANE_NAMESPACES": ",".join(namespaces),
             "MODELPLANE_CAPACITY_PROVIDER": provider,
             "MODELPLANE_RESYNC_INTERVAL_SECONDS": "3",
@@ -133,8 +144,11 @@ def apiserver_writes(cluster: Any, resources: set[str]) -> float:
     return total
 
 
-def audit_writes(cluster: Any, user: str) -> list[dict[str, Any]]:
-    """Mutating requests `user` made, from the apiserver's audit log (ResponseComplete stage)."""
+MUTATING = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def audit_events(cluster: Any, user: str) -> list[dict[str, Any]]:
+    """Every request of `user` the apiserver's audit log recorded (ResponseComplete stage)."""
     import json
 
     out = []
@@ -143,3 +157,8 @@ def audit_writes(cluster: Any, user: str) -> list[dict[str, Any]]:
         if ev.get("stage") == "ResponseComplete" and ev.get("user", {}).get("username") == user:
             out.append(ev)
     return out
+
+
+def audit_writes(cluster: Any, user: str) -> list[dict[str, Any]]:
+    """Mutating requests `user` made, from the apiserver's audit log."""
+    return [e for e in audit_events(cluster, user) if e.get("verb") in MUTATING]

@@ -1,6 +1,6 @@
 """kopf wiring: the only module that imports kopf. Handlers parse, delegate, map errors.
 
-* create/update/resume of a ModelDeployment and a resync timer -> one level-based `reconcile`;
+* create/update/resume of a ModelDeployment and a periodic resync -> one level-based `reconcile`;
 * events of the children (Deployments, pods) -> a debounced re-reconcile of their owner, so
   status follows the model servers without waiting for the resync;
 * delete -> nothing to do per object (owner references garbage-collect the children); the
@@ -207,6 +207,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if s.metrics_port:
         start_http_server(s.metrics_port, addr=s.metrics_host)
     threading.Thread(target=_worker, args=(rt,), name="modelplane-worker", daemon=True).start()
+    threading.Thread(target=_resync_loop, args=(rt,), name="modelplane-resync", daemon=True).start()
     if s.capacity_provider == CapacityProvider.SIMULATED:
         sim = SimulatedCapacity(
             core=kube.core,
@@ -245,25 +246,45 @@ def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     reconcile(_runtime(memo), dict(body))
 
 
-def _resync_interval() -> float:
-    return OperatorSettings().resync_interval_seconds
+def _resync_loop(rt: Runtime) -> None:
+    """Level-based resync: every interval, queue a reconcile of every ModelDeployment.
+
+    A loop with one list request rather than a kopf timer per object: kopf guards timers with a
+    finalizer, and a finalizer would block deleting a ModelDeployment while the operator is down
+    (Argo CD and Flux prunes would hang); owner references already make deletion safe.
+    """
+    interval = rt.settings.resync_interval_seconds
+    while not rt.stop.wait(interval):
+        try:
+            namespaces: list[str | None] = list(rt.settings.namespaces) or [None]
+            for ns in namespaces:
+                if ns is None:
+                    items = rt.kube.custom.list_cluster_custom_object(
+                        GROUP, VERSION, "modeldeployments"
+                    )
+                else:
+                    items = rt.kube.custom.list_namespaced_custom_object(
+                        GROUP, VERSION, ns, "modeldeployments"
+                    )
+                for it in items["items"]:
+                    meta = it["metadata"]
+                    if not meta.get("deletionTimestamp"):
+                        rt.trigger(meta["namespace"], meta["name"], delay=0)
+            if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
+                rt.kube.sync_nodepools(rt.kube.accelerator_classes())
+        except ApiException as e:
+            log.warning("resync list failed: %s", e.reason)
 
 
-@kopf.timer(
-    GROUP,
-    VERSION,
-    "modeldeployments",
-    interval=_resync_interval(),
-    initial_delay=_resync_interval(),
-)
-def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    reconcile(_runtime(memo), dict(body))
-
-
-@kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
-def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
+def on_md_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Deletion needs no handler per object (owner references collect the children, and no
+    finalizer ever blocks it); only the shared NodePools are swept for classes left unused."""
+    if event.get("type") != "DELETED":
+        return
     rt = _runtime(memo)
-    rt.count_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", None)
+    meta = event["object"]["metadata"]
+    rt.count_phase(f"{meta['namespace']}/{meta['name']}", None)
     if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
         rt.kube.sync_nodepools(rt.kube.accelerator_classes())
 
