@@ -48,9 +48,10 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "apps",
         "deployments",
-        (*READ, "create", "patch"),
+        (*READ, "create", "patch", "delete"),
         True,
-        "model-server Deployments: read, server-side apply; watched so status follows rollouts",
+        "model-server Deployments: read, server-side apply; watched so status follows rollouts; "
+        "a shared Serverless backend is deleted when its last tenant goes",
     ),
     Permission(
         "apps",
@@ -59,7 +60,13 @@ PERMISSIONS: tuple[Permission, ...] = (
         True,
         "replicas change only through /scale (bounds, pinning, the autoscaler)",
     ),
-    Permission("", "services", ("get", "create", "patch"), True, "the OpenAI-compatible endpoint"),
+    Permission(
+        "",
+        "services",
+        ("get", "create", "patch", "delete"),
+        True,
+        "the OpenAI-compatible endpoint (a Serverless backend's goes with it)",
+    ),
     Permission(
         "policy",
         "poddisruptionbudgets",

@@ -159,3 +159,76 @@ def test_scales_up_with_load_and_back_down(
     except AssertionError:
         print(operator.read_text()[-6000:], file=sys.stderr)
         raise
+
+
+ZERO_MANIFEST = """\
+apiVersion: modelplane.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: chat
+  namespace: {namespace}
+spec:
+  tier: OnDemand
+  model:
+    catalog: llama-v3p1-8b-instruct
+  accelerator:
+    class: nvidia-h100-80gb
+    count: 1
+  replicas:
+    min: 0
+    max: 2
+  autoscaling:
+    scaleUpWindow: 10s
+    scaleDownWindow: 30s
+    scaleToZeroWindow: 5m
+    loadTargets:
+      concurrentRequests: 16
+"""
+
+
+def test_scales_to_zero_after_the_window_and_back_on_traffic(
+    cluster: LocalCluster,
+    api: Any,
+    namespace: str,
+    fleet_url: str,
+    operator: Path,
+    tmp_path: Path,
+) -> None:
+    """min 0: no traffic for scaleToZeroWindow (5 min, the CRD's minimum) -> 0 replicas,
+    phase ScaledToZero; a request arriving at the gateway brings one replica back."""
+    manifest = tmp_path / "chat.yaml"
+    manifest.write_text(ZERO_MANIFEST.format(namespace=namespace))
+    cluster.kubectl("apply", "-f", str(manifest))
+    apps = client.AppsV1Api(api)
+    try:
+        wait_for(lambda: _status(api, namespace).get("phase") == "Ready", timeout=90, what="Ready")
+        _put_load(fleet_url, namespace, LOW_RPS)
+        time.sleep(20)
+        _put_load(fleet_url, namespace, 0.0)
+        idle_from = time.monotonic()
+        st = wait_for(
+            lambda: (s := _status(api, namespace)).get("phase") == "ScaledToZero" and s,
+            timeout=420,
+            interval=2,
+            what="ScaledToZero after the 5 min window",
+        )
+        waited = time.monotonic() - idle_from
+        print(f"\nscale to zero: {waited:.0f}s after the last request (window 300s)")
+        assert waited >= 300 - 30  # not before the window (minus the last requests' drain)
+        assert st["autoscaler"]["reason"] == "ScaleToZero", st["autoscaler"]
+        assert apps.read_namespaced_deployment("chat", namespace).spec.replicas == 0
+        ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "ScaledToZero"
+        _no_drift(cluster, manifest)
+
+        _put_load(fleet_url, namespace, LOW_RPS)
+        st = wait_for(
+            lambda: (s := _status(api, namespace)).get("readyReplicas", 0) >= 1 and s,
+            timeout=90,
+            what="back from zero",
+        )
+        assert st["autoscaler"]["reason"] == "ScaleFromZero", st["autoscaler"]
+        _no_drift(cluster, manifest)
+    except AssertionError:
+        print(operator.read_text()[-6000:], file=sys.stderr)
+        raise

@@ -186,3 +186,72 @@ def test_status_patch_removes_keys_no_longer_reported() -> None:
         "phase": "Failed",
         "endpoint": None,
     }
+
+
+def serverless_md(name: str = "t", ns: str = "a", **engine: Any) -> ModelDeployment:
+    return ModelDeployment.model_validate(
+        {
+            "metadata": {"name": name, "namespace": ns, "uid": f"u-{name}", "generation": 1},
+            "spec": {
+                "tier": "Serverless",
+                "model": {"catalog": "llama-v3p1-8b-instruct", "servedName": f"{name}-llama"},
+                "engine": {"maxContextLength": 8192, **engine},
+            },
+        }
+    )
+
+
+def test_serverless_tenants_of_one_shape_share_a_backend_in_the_operator_namespace() -> None:
+    from modelplane.builders.objects import BuildContext
+
+    ctx = BuildContext(operator_namespace="mp-system")
+    plans = []
+    for m in (serverless_md("t1", "a"), serverless_md("t2", "b")):
+        obs = Observed(
+            m,
+            default_classes(),
+            DeploymentView(exists=False),
+            {},
+            (),
+            {},
+            NOW,
+            ctx,
+            tenant_names=("t1-llama", "t2-llama"),
+        )
+        plans.append(plan(obs))
+    b1, b2 = (p.backend for p in plans)
+    assert b1 is not None and b2 is not None and b1.name == b2.name
+    dep = next(o for o in plans[0].apply if o["kind"] == "Deployment")
+    assert dep["metadata"]["namespace"] == "mp-system" and "ownerReferences" not in dep["metadata"]
+    assert dep["metadata"]["labels"]["modelplane.io/backend"] == b1.name
+    tenant_svc = next(
+        o for o in plans[0].apply if o["kind"] == "Service" and o["spec"]["type"] == "ExternalName"
+    )
+    assert (
+        tenant_svc["metadata"]["namespace"] == "a"
+        and tenant_svc["metadata"]["ownerReferences"][0]["name"] == "t1"
+    )
+    other = plan(
+        Observed(
+            serverless_md("t3", "c", maxContextLength=4096),
+            default_classes(),
+            DeploymentView(exists=False),
+            {},
+            (),
+            {},
+            NOW,
+            ctx,
+        )
+    )
+    assert other.backend is not None and other.backend.name != b1.name  # another serving shape
+
+
+def test_serverless_needs_a_catalog_model() -> None:
+    m = ModelDeployment.model_validate(
+        {
+            "metadata": {"name": "x", "namespace": "a", "uid": "u", "generation": 1},
+            "spec": {"tier": "Serverless", "model": {"uri": "hf://org/custom"}},
+        }
+    )
+    p = plan(observe(m, DeploymentView(exists=False)))
+    assert p.error is not None and p.error.reason == "CatalogModelRequired"

@@ -18,7 +18,9 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from modelplane.api.enums import AdapterStrategy, Tier
 from modelplane.api.v1alpha1 import GROUP, VERSION, AcceleratorClassSpec, ModelDeployment
+from modelplane.builders import serverless
 from modelplane.builders.objects import (
     ANNOTATION_SPEC_HASH,
     AUTOSCALER_FIELD_MANAGER,
@@ -26,7 +28,9 @@ from modelplane.builders.objects import (
     LABEL_DEPLOYMENT,
     build_nodepool,
 )
+from modelplane.builders.resolve import ResolveError, resolve
 from modelplane.reconcile.core import (
+    AdapterView,
     AutoscalerView,
     DeploymentView,
     Event,
@@ -42,6 +46,7 @@ log = logging.getLogger("modelplane.adapters")
 _KINDS = {
     "Deployment": ("apps/v1", "Deployment"),
     "Service": ("v1", "Service"),
+    "TenantService": ("v1", "Service"),
     "PodDisruptionBudget": ("policy/v1", "PodDisruptionBudget"),
 }
 
@@ -83,12 +88,54 @@ class Kube:
         raw_status: dict[str, Any],
         ctx: Any,
         autoscaler: AutoscalerView | None = None,
+        adapters: tuple[AdapterView, ...] | None = None,
     ) -> Observed:
         ns, name = md.metadata.namespace or "default", md.metadata.name
-        uid = md.metadata.uid
+        classes = self.accelerator_classes()
+        tenant_names: tuple[str, ...] = ()
+        hashes: dict[str, str | None] = {}
+        # Which Deployment serves this object: its own, the shared backend (Serverless), or
+        # its base's (FineTuned adapters loaded into a base ModelDeployment).
+        target_ns, target, owned_by = ns, name, "owner"
+        siblings = [
+            ModelDeployment.model_validate(it)
+            for it in self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, ns, "modeldeployments"
+            )["items"]
+            if not it["metadata"].get("deletionTimestamp")
+        ]
+        base: ModelDeployment | None = None
+        ref = md.spec.base
+        if md.spec.tier == Tier.FINE_TUNED and ref is not None and ref.deployment:
+            base = next((m for m in siblings if m.metadata.name == ref.deployment), None)
+            if md.spec.adapter_strategy == AdapterStrategy.MULTI_LORA:
+                target, owned_by = ref.deployment, "base"
+        lora_demand = sum(
+            len(m.spec.adapters)
+            for m in siblings
+            if m.spec.tier == Tier.FINE_TUNED
+            and m.spec.adapter_strategy == AdapterStrategy.MULTI_LORA
+            and m.spec.base is not None
+            and m.spec.base.deployment == name
+        )
+        if md.spec.tier == Tier.SERVERLESS:
+            try:
+                r = resolve(md, classes)
+            except ResolveError:
+                r = None
+            if r is not None:
+                target_ns, target = ctx.operator_namespace, serverless.backend_name(r)
+                owned_by = "backend"
+                tenant_names = self._tenant_names(target, classes)
+                hashes["TenantService"] = self._hash_of(self.core.read_namespaced_service, name, ns)
         try:
-            d = self.apps.read_namespaced_deployment(name, ns)
-            owned = any(o.uid == uid for o in (d.metadata.owner_references or []))
+            d = self.apps.read_namespaced_deployment(target, target_ns)
+            if owned_by == "owner":
+                owned = any(o.uid == md.metadata.uid for o in (d.metadata.owner_references or []))
+            elif owned_by == "base":
+                owned = True  # the base's servers; this object never writes them
+            else:
+                owned = (d.metadata.labels or {}).get(serverless.LABEL_BACKEND) == target
             st = d.status
             dep = DeploymentView(
                 exists=True,
@@ -105,25 +152,17 @@ class Kube:
             if e.status != 404:
                 raise
             dep = DeploymentView(exists=False)
-        hashes: dict[str, str | None] = {}
-        for kind, reader in (
-            ("Service", self.core.read_namespaced_service),
-            (
-                "PodDisruptionBudget",
-                client.PolicyV1Api(self.api).read_namespaced_pod_disruption_budget,
-            ),
-        ):
-            try:
-                obj = reader(name, ns)
-                hashes[kind] = self._annotation_hash(obj) or "unowned"
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-                hashes[kind] = None
-        pods = self.core.list_namespaced_pod(ns, label_selector=f"{LABEL_DEPLOYMENT}={name}").items
+        policy = client.PolicyV1Api(self.api)
+        hashes["Service"] = self._hash_of(self.core.read_namespaced_service, target, target_ns)
+        hashes["PodDisruptionBudget"] = self._hash_of(
+            policy.read_namespaced_pod_disruption_budget, target, target_ns
+        )
+        pods = self.core.list_namespaced_pod(
+            target_ns, label_selector=f"{LABEL_DEPLOYMENT}={target}"
+        ).items
         return Observed(
             md=md,
-            classes=self.accelerator_classes(),
+            classes=classes,
             deployment=dep,
             children_hashes=hashes,
             pods=tuple(pod_view(p) for p in pods),
@@ -131,7 +170,65 @@ class Kube:
             now=now_rfc3339(),
             ctx=ctx,
             autoscaler=autoscaler,
+            tenant_names=tenant_names,
+            base=base,
+            adapters=adapters,
+            lora_demand=lora_demand,
         )
+
+    def _hash_of(self, reader: Any, name: str, namespace: str) -> str | None:
+        try:
+            return self._annotation_hash(reader(name, namespace)) or "unowned"
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return None
+
+    def _serverless_tenants(
+        self, classes: dict[str, AcceleratorClassSpec]
+    ) -> list[tuple[ModelDeployment, str]]:
+        """Every live Serverless ModelDeployment with the backend it resolves to."""
+        out = []
+        items = self.custom.list_cluster_custom_object(GROUP, VERSION, "modeldeployments")["items"]
+        for it in items:
+            if (it.get("spec") or {}).get("tier") != Tier.SERVERLESS.value:
+                continue
+            if it["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                md = ModelDeployment.model_validate(it)
+                out.append((md, serverless.backend_name(resolve(md, classes))))
+            except (ValueError, ResolveError):
+                continue
+        return out
+
+    def _tenant_names(
+        self, backend: str, classes: dict[str, AcceleratorClassSpec]
+    ) -> tuple[str, ...]:
+        names: set[str] = set()
+        for md, b in self._serverless_tenants(classes):
+            if b == backend and md.spec.model is not None:
+                names.add(md.spec.model.served_name or md.metadata.name)
+                names.update(md.spec.model.aliases)
+        return tuple(sorted(names))
+
+    def sweep_backends(self, operator_namespace: str) -> int:
+        """Remove shared Serverless backends that no tenant resolves to any more."""
+        classes = self.accelerator_classes()
+        wanted = {b for _, b in self._serverless_tenants(classes)}
+        deps = self.apps.list_namespaced_deployment(
+            operator_namespace, label_selector=serverless.LABEL_BACKEND
+        ).items
+        writes = 0
+        for d in deps:
+            name = d.metadata.name
+            if name in wanted:
+                continue
+            log.info("removing Serverless backend %s/%s: no tenant left", operator_namespace, name)
+            for kind in ("Deployment", "Service", "PodDisruptionBudget"):
+                self.delete(kind, name, operator_namespace)
+                writes += 1
+        return writes
 
     # ------------------------------------------------------------------ act
     def apply(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> None:
@@ -209,7 +306,8 @@ class Kube:
             self.delete(kind, name, ns)
             writes += 1
         if p.scale_to is not None and p.resolved is not None:
-            self.scale(ns, p.resolved.name, p.scale_to)
+            target = p.backend or p.resolved
+            self.scale(target.namespace, target.name, p.scale_to)
             writes += 1
         return writes
 

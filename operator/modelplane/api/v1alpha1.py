@@ -478,6 +478,9 @@ class ModelDeploymentStatus(Model):
     autoscaler: AutoscalerStatus | None = None
     adapters: list[AdapterStatus] = Field(default_factory=list, max_length=64)
     usage: Usage | None = None
+    backend: str | None = Field(
+        default=None, description="Serverless: namespace/name of the shared backend serving this."
+    )
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
 
 

@@ -9,11 +9,12 @@ message become the `Ready=False` condition verbatim.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from modelplane.api.enums import EngineType, Precision, SpeculativeMode, Task, Tier
-from modelplane.api.v1alpha1 import AcceleratorClassSpec, ModelDeployment, SecretRef
+from modelplane.api.enums import AdapterStrategy, EngineType, Precision, SpeculativeMode, Task, Tier
+from modelplane.api.v1alpha1 import AcceleratorClassSpec, ModelDeployment, ModelSource, SecretRef
 from modelplane.catalog import sizing
 from modelplane.catalog.accelerators import Accelerator, InstanceShape
 from modelplane.catalog.engines import EngineProfile, engine_profile
@@ -100,6 +101,8 @@ class Resolved:
     pinned_replicas: int | None
     sizing_explanation: str
     notes: tuple[str, ...] = field(default=())
+    #: Merged strategy: adapters (name, uri) merged into the base weights before serving.
+    merged_adapters: tuple[tuple[str, str], ...] = ()
 
     @property
     def scheme(self) -> str:
@@ -120,15 +123,15 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
     spec = md.spec
     if spec.tier == Tier.FINE_TUNED:
         raise ResolveError(
-            "TierNotSupported",
-            "tier FineTuned is reconciled by a later operator release; use OnDemand for now",
-        )
-    if spec.tier == Tier.SERVERLESS:
-        raise ResolveError(
-            "TierNotSupported",
-            "tier Serverless is reconciled by a later operator release; use OnDemand for now",
+            "InternalError", "FineTuned objects are resolved through resolve_fine_tuned()"
         )
     src = spec.model
+    if spec.tier == Tier.SERVERLESS and (src is None or not src.catalog):
+        raise ResolveError(
+            "CatalogModelRequired",
+            "Serverless serves catalog models on shared GPUs: set model.catalog, or use tier "
+            "OnDemand to serve your own weights",
+        )
     assert src is not None  # the CRD requires it outside FineTuned
     cat: CatalogModel | None = None
     if src.catalog:
@@ -331,4 +334,62 @@ def _cheapest_on(
         "ModelTooLarge",
         (last.message if last else f"{cat.id} cannot be placed on {acc.name}")
         + f"; choose a larger AcceleratorClass than {acc.name} or lower engine.maxContextLength",
+    )
+
+
+def resolve_fine_tuned(
+    md: ModelDeployment, classes: dict[str, AcceleratorClassSpec], base: ModelDeployment | None
+) -> tuple[Resolved, bool]:
+    """A FineTuned object: (what serves it, whether it has servers of its own).
+
+    MultiLoRA on a base ModelDeployment: the base's servers, adapters loaded at runtime (no
+    servers of its own). MultiLoRA on a catalog base: its own servers with LoRA enabled.
+    Merged: its own servers running the base with the adapters merged into the weights.
+    """
+    spec = md.spec
+    ref = spec.base
+    assert ref is not None  # the CRD requires it for FineTuned
+    if ref.deployment:
+        if base is None:
+            raise ResolveError(
+                "BaseNotFound",
+                f"base ModelDeployment {ref.deployment!r} does not exist in namespace "
+                f"{md.metadata.namespace}; create it or point spec.base at a catalog model",
+            )
+        if base.spec.tier == Tier.FINE_TUNED:
+            raise ResolveError(
+                "InvalidBase", f"base {ref.deployment!r} is itself FineTuned; use its base instead"
+            )
+        if base.spec.tier == Tier.SERVERLESS and spec.adapter_strategy == AdapterStrategy.MERGED:
+            raise ResolveError("InvalidBase", "Merged adapters need an OnDemand or catalog base")
+        try:
+            served = resolve(base, classes)
+        except ResolveError as e:
+            raise ResolveError("BaseNotReady", f"base {ref.deployment!r}: {e.message}") from None
+        if spec.adapter_strategy == AdapterStrategy.MULTI_LORA:
+            return served, False
+        model = base.spec.model
+    else:
+        model = ModelSource(catalog=ref.catalog)
+    own = md.model_copy(
+        update={
+            "spec": spec.model_copy(
+                update={"tier": Tier.ON_DEMAND, "model": model, "adapters": [], "base": None}
+            )
+        }
+    )
+    r = resolve(own, classes)
+    if spec.adapter_strategy == AdapterStrategy.MERGED:
+        merged = tuple((a.name, a.uri) for a in spec.adapters)
+        return dataclasses.replace(r, tier=Tier.FINE_TUNED, merged_adapters=merged), True
+    n = len(spec.adapters)
+    return (
+        dataclasses.replace(
+            r,
+            tier=Tier.FINE_TUNED,
+            lora=True,
+            max_loras=max(r.max_loras, n, 8),
+            max_lora_rank=r.max_lora_rank or 64,
+        ),
+        True,
     )

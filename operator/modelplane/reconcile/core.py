@@ -8,14 +8,16 @@ in place, so a resync with nothing changed makes no write request at all.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from modelplane.api.enums import CapacityProvider, Phase
+from modelplane.api.enums import CapacityProvider, Phase, Tier
 from modelplane.api.v1alpha1 import API_VERSION, AcceleratorClassSpec, ModelDeployment
+from modelplane.builders import serverless
 from modelplane.builders.objects import (
     ANNOTATION_SPEC_HASH,
     BuildContext,
@@ -27,7 +29,7 @@ from modelplane.builders.objects import (
     owner_reference,
     selector_string,
 )
-from modelplane.builders.resolve import Resolved, ResolveError, resolve
+from modelplane.builders.resolve import Resolved, ResolveError, resolve, resolve_fine_tuned
 
 CONDITION_TYPES = ("Ready", "CapacityAvailable", "WeightsReady", "Progressing")
 
@@ -71,6 +73,18 @@ class AutoscalerView:
 
 
 @dataclass(frozen=True)
+class AdapterView:
+    """Where one LoRA adapter of a FineTuned object is loaded (from the adapter loop)."""
+
+    name: str
+    served_name: str
+    loaded_replicas: int
+    total_replicas: int
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class Observed:
     md: ModelDeployment
     classes: dict[str, AcceleratorClassSpec]
@@ -81,6 +95,15 @@ class Observed:
     now: str  # RFC 3339, injected
     ctx: BuildContext = field(default_factory=BuildContext)
     autoscaler: AutoscalerView | None = None
+    #: Serverless: every tenant's served name and aliases for this tenant's backend (the
+    #: `deployment`, `children_hashes` and `pods` above are then the backend's).
+    tenant_names: tuple[str, ...] = ()
+    #: FineTuned on a base ModelDeployment: that base (None when missing).
+    base: ModelDeployment | None = None
+    #: FineTuned: the adapter loop's latest view of each adapter.
+    adapters: tuple[AdapterView, ...] | None = None
+    #: A base: adapters its FineTuned dependents want loaded at runtime (enables LoRA).
+    lora_demand: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,9 @@ class Plan:
     desired_replicas: int = 0
     decision: str = ""
     nodepool: str | None = None
+    backend: Resolved | None = None  # Serverless: the shared backend this tenant uses
+    fine_tuned: bool = False  # FineTuned: report adapters
+    has_servers: bool = True  # False: FineTuned adapters on another object's servers
 
 
 def content_hash(obj: dict[str, Any]) -> str:
@@ -108,16 +134,19 @@ def content_hash(obj: dict[str, Any]) -> str:
     ).hexdigest()[:16]
 
 
+def _hashed(obj: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the content hash that lets a resync skip an unchanged object."""
+    obj["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = content_hash(obj)
+    return obj
+
+
 def _stamp(obj: dict[str, Any], md: ModelDeployment) -> dict[str, Any]:
-    """Owner reference + the content hash that lets a resync skip unchanged children."""
-    meta = obj["metadata"]
+    """Owner reference + content hash (children a ModelDeployment owns)."""
     assert md.metadata.uid is not None
-    meta["ownerReferences"] = [
+    obj["metadata"]["ownerReferences"] = [
         owner_reference("ModelDeployment", md.metadata.name, md.metadata.uid, API_VERSION)
     ]
-    h = content_hash(obj)
-    meta.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = h
-    return obj
+    return _hashed(obj)
 
 
 def desired_replicas(r: Resolved, current: int, exists: bool) -> tuple[int, str]:
@@ -136,11 +165,25 @@ def desired_replicas(r: Resolved, current: int, exists: bool) -> tuple[int, str]
 
 def plan(obs: Observed) -> Plan:
     md = obs.md
+    own_servers = True
     try:
-        r = resolve(md, obs.classes)
+        if md.spec.tier == Tier.FINE_TUNED:
+            r, own_servers = resolve_fine_tuned(md, obs.classes, obs.base)
+        else:
+            r = resolve(md, obs.classes)
     except ResolveError as e:
-        return Plan(resolved=None, error=e)
-    p = Plan(resolved=r, error=None)
+        return Plan(resolved=None, error=e, fine_tuned=md.spec.tier == Tier.FINE_TUNED)
+    if obs.lora_demand and not r.lora:
+        # FineTuned dependents load adapters into this object's servers at runtime.
+        r = dataclasses.replace(r, lora=True, max_loras=max(8, obs.lora_demand), max_lora_rank=64)
+    p = Plan(resolved=r, error=None, fine_tuned=md.spec.tier == Tier.FINE_TUNED)
+    if not own_servers:
+        p.has_servers = False
+        p.desired_replicas = obs.deployment.replicas if obs.deployment.exists else 0
+        p.decision = f"replicas follow the base {r.name}"
+        return p
+    if r.tier == Tier.SERVERLESS:
+        return _plan_serverless(obs, r, p)
     if obs.deployment.exists and not obs.deployment.owned:
         p.error = ResolveError(
             "ChildConflict",
@@ -176,6 +219,46 @@ def plan(obs: Observed) -> Plan:
         if acc.provisioning and acc.provisioning.karpenter:
             p.nodepool = nodepool_name(r.accelerator_class)
     return p
+
+
+def _plan_serverless(obs: Observed, r: Resolved, p: Plan) -> Plan:
+    """A tenant: the shared backend (owned by no tenant) and the tenant's own endpoint."""
+    names = obs.tenant_names or (r.served_name, *r.aliases)
+    b = serverless.backend(r, obs.ctx.operator_namespace, names)
+    p.backend = b
+    if obs.deployment.exists and not obs.deployment.owned:
+        p.error = ResolveError(
+            "ChildConflict",
+            f"{b.namespace}/{b.name} exists but is not a modelplane Serverless backend",
+        )
+        p.resolved = None
+        return p
+    dep = _hashed(serverless.label_backend(build_deployment(b, obs.ctx), b))
+    if dep["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.deployment.applied_hash:
+        p.apply.append(dep)
+    children: list[tuple[str, dict[str, Any] | None]] = [
+        ("Service", serverless.label_backend(build_service(b, obs.ctx), b)),
+        ("PodDisruptionBudget", _labelled(build_pdb(b, obs.ctx), b)),
+        ("TenantService", _stamp(serverless.build_tenant_service(r, b, obs.ctx), obs.md)),
+    ]
+    for kind, obj in children:
+        have = obs.children_hashes.get(kind)
+        if obj is None:
+            continue
+        if kind != "TenantService":
+            obj = _hashed(obj)
+        if obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != have:
+            p.apply.append(obj)
+    want, why = desired_replicas(b, obs.deployment.replicas, obs.deployment.exists)
+    p.desired_replicas, p.decision = want, f"shared backend {b.name}: {why}"
+    current = obs.deployment.replicas if obs.deployment.exists else 1
+    if want != current:
+        p.scale_to = want
+    return p
+
+
+def _labelled(obj: dict[str, Any] | None, b: Resolved) -> dict[str, Any] | None:
+    return None if obj is None else serverless.label_backend(obj, b)
 
 
 # --------------------------------------------------------------------------- status
@@ -328,13 +411,15 @@ def compute_status(obs: Observed, p: Plan) -> tuple[dict[str, Any], list[Event]]
         )
     )
     gpu_hourly = Decimal(r.accelerator.price_per_gpu_hour) * r.gpu_count * dep.status_replicas
+    if p.backend is not None:
+        gpu_hourly = Decimal(0)  # tenants of a shared backend pay per token, not per GPU-hour
     status |= {
         "phase": phase.value,
         "replicas": dep.status_replicas,
         "readyReplicas": ready,
         "desiredReplicas": desired,
         "ready": f"{ready}/{desired}",
-        "selector": selector_string(r),
+        "selector": selector_string(p.backend or r),
         "model": r.model_label,
         "replicaStats": {
             "pendingCapacity": len(pending_capacity),
@@ -373,6 +458,16 @@ def compute_status(obs: Observed, p: Plan) -> tuple[dict[str, Any], list[Event]]
         },
         "conditions": [cond("Ready", *ready_cond), cap, weights, progressing],
     }
+    if p.fine_tuned:
+        _fine_tuned_status(status, obs, p, cond)
+    if p.backend is not None:
+        status["backend"] = f"{p.backend.namespace}/{p.backend.name}"
+        status["usage"] = obs.previous_status.get("usage") or {
+            "requests": 0,
+            "promptTokens": 0,
+            "generatedTokens": 0,
+            "since": now,
+        }
     events: list[Event] = []
     if prev_phase != phase.value:
         warn = phase in (Phase.DEGRADED, Phase.FAILED) or ready_cond[1] == "InsufficientCapacity"
@@ -390,10 +485,63 @@ def compute_status(obs: Observed, p: Plan) -> tuple[dict[str, Any], list[Event]]
     return status, events
 
 
+def _fine_tuned_status(status: dict[str, Any], obs: Observed, p: Plan, cond: Any) -> None:
+    """Adapters decide readiness once the servers they load into are up."""
+    md = obs.md
+    r = p.resolved
+    assert r is not None
+    views = {a.name: a for a in (obs.adapters or ())}
+    rows = []
+    for a in md.spec.adapters:
+        v = views.get(a.name)
+        row: dict[str, Any] = {
+            "name": a.name,
+            "loadedReplicas": v.loaded_replicas if v else 0,
+            "totalReplicas": v.total_replicas if v else 0,
+        }
+        if v is not None and v.reason:
+            row |= {"reason": v.reason, "message": v.message or ""}
+        rows.append(row)
+    status["adapters"] = rows
+    served = [f"{md.metadata.name}--{a.name}" for a in md.spec.adapters]
+    if served and not r.merged_adapters:
+        status["endpoint"] = {
+            "url": endpoint_url(r, obs.ctx),
+            "model": served[0],
+            "aliases": served[1:],
+        }
+    elif r.merged_adapters:
+        status["endpoint"] = {
+            "url": endpoint_url(r, obs.ctx),
+            "model": r.served_name,
+            "aliases": [],
+        }
+    if not p.has_servers:
+        status["cost"] = {"gpuHourly": "0.00", "currency": "USD"}  # the base pays for its GPUs
+    if r.merged_adapters or status.get("phase") not in (Phase.READY.value, Phase.UPDATING.value):
+        return
+    failed = [x for x in rows if x.get("reason")]
+    loaded = all(x["totalReplicas"] > 0 and x["loadedReplicas"] == x["totalReplicas"] for x in rows)
+    conds = [c for c in status["conditions"] if c["type"] != "Ready"]
+    if failed:
+        status["phase"] = Phase.DEGRADED.value
+        msg = f"adapter {failed[0]['name']}: {failed[0]['message']}"
+        ready = cond("Ready", "False", "AdapterLoadFailed", msg)
+    elif loaded:
+        ready = cond(
+            "Ready", "True", "AllAdaptersLoaded", f"{len(rows)} adapter(s) on every replica"
+        )
+    else:
+        status["phase"] = Phase.LOADING.value
+        ready = cond("Ready", "False", "AdaptersLoading", "loading adapters into the replicas")
+    status["conditions"] = [ready, *conds]
+
+
 def _model_label(md: ModelDeployment) -> str | None:
     m = md.spec.model
     if m is None:
-        return None
+        base = md.spec.base
+        return (base.deployment or base.catalog) if base else None
     return m.catalog or m.uri
 
 

@@ -26,10 +26,12 @@ from pydantic import ValidationError
 from modelplane.adapters.autoscaler import start_autoscaler
 from modelplane.adapters.capacity import SimulatedCapacity
 from modelplane.adapters.kube import Kube
+from modelplane.adapters.lora import LoraLoop, engine_from_setting
 from modelplane.api.enums import CapacityProvider
 from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
 from modelplane.builders.objects import LABEL_DEPLOYMENT, BuildContext
-from modelplane.reconcile.core import AutoscalerView, compute_status, plan
+from modelplane.builders.serverless import LABEL_BACKEND
+from modelplane.reconcile.core import AdapterView, AutoscalerView, compute_status, plan
 from modelplane.settings import OperatorSettings
 
 log = logging.getLogger("modelplane.operator")
@@ -62,6 +64,12 @@ class Runtime:
     pending: dict[str, float] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
+    #: Serverless backend name -> "namespace/name" of the tenants last seen using it.
+    backend_tenants: dict[str, set[str]] = field(default_factory=dict)
+    #: FineTuned "namespace/name" -> per-adapter load state, written by the LoRA loop.
+    adapters: dict[str, tuple[AdapterView, ...]] = field(default_factory=dict)
+    #: (namespace, deployment) pairs the LoRA loop loaded adapters into last round.
+    lora_targets: set[tuple[str, str]] = field(default_factory=set)
     #: Latest autoscaler decision per "namespace/name", written by the autoscaler loop.
     decisions: dict[str, AutoscalerView] = field(default_factory=dict)
 
@@ -107,7 +115,13 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     started = time.perf_counter()
     with rt.locked(key):
         try:
-            obs = rt.kube.observe(md, dict(body.get("status") or {}), rt.ctx, rt.decisions.get(key))
+            obs = rt.kube.observe(
+                md,
+                dict(body.get("status") or {}),
+                rt.ctx,
+                rt.decisions.get(key),
+                rt.adapters.get(key),
+            )
             p = plan(obs)
             writes = rt.kube.carry_out(md, p)
             status, events = compute_status(obs, p)
@@ -118,6 +132,12 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 rt.kube.post_event(md, ev)
             if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
                 writes += rt.kube.sync_nodepools(obs.classes)
+            if p.backend is not None:
+                with rt.guard:
+                    rt.backend_tenants.setdefault(p.backend.name, set()).add(key)
+            if md.spec.base is not None and md.spec.base.deployment:
+                # The base enables LoRA for its FineTuned dependents: let it see this one.
+                rt.trigger(md.metadata.namespace or "default", md.spec.base.deployment)
         except ApiException as e:
             RECONCILES.labels("error").inc()
             if e.status in (404, 409):  # gone meanwhile, or a concurrent writer: retry soon
@@ -201,7 +221,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     rt = Runtime(
         settings=s,
         kube=kube,
-        ctx=BuildContext(capacity_provider=s.capacity_provider, cluster_domain=s.cluster_domain),
+        ctx=BuildContext(
+            capacity_provider=s.capacity_provider,
+            cluster_domain=s.cluster_domain,
+            operator_namespace=s.operator_namespace,
+        ),
     )
     memo["runtime"] = rt
     if s.metrics_port:
@@ -217,6 +241,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         )
         threading.Thread(
             target=_capacity_loop, args=(rt, sim), name="modelplane-capacity", daemon=True
+        ).start()
+    engine = engine_from_setting(s.metrics_source)
+    if engine is not None:
+        lora = LoraLoop(kube, engine, rt, s.namespaces)
+        threading.Thread(
+            target=lora.run, args=(rt.stop,), name="modelplane-lora", daemon=True
         ).start()
     start_autoscaler(
         rt,
@@ -272,6 +302,7 @@ def _resync_loop(rt: Runtime) -> None:
                         rt.trigger(meta["namespace"], meta["name"], delay=0)
             if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
                 rt.kube.sync_nodepools(rt.kube.accelerator_classes())
+            rt.kube.sweep_backends(rt.settings.operator_namespace)
         except ApiException as e:
             log.warning("resync list failed: %s", e.reason)
 
@@ -287,12 +318,23 @@ def on_md_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt.count_phase(f"{meta['namespace']}/{meta['name']}", None)
     if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
         rt.kube.sync_nodepools(rt.kube.accelerator_classes())
+    if (event["object"].get("spec") or {}).get("tier") == "Serverless":
+        rt.kube.sweep_backends(rt.settings.operator_namespace)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "modelplane"})
 @kopf.on.event("", "v1", "pods", labels={LABEL_DEPLOYMENT: kopf.PRESENT})
 def on_child(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_DEPLOYMENT)
+    rt = _runtime(memo)
+    labels = body.get("metadata", {}).get("labels") or {}
+    owner = labels.get(LABEL_DEPLOYMENT)
     ns = body.get("metadata", {}).get("namespace")
     if owner and ns:
-        _runtime(memo).trigger(ns, owner)
+        rt.trigger(ns, owner)
+    backend = labels.get(LABEL_BACKEND)
+    if backend:  # a shared Serverless backend changed: every tenant's status follows it
+        with rt.guard:
+            tenants = list(rt.backend_tenants.get(backend, ()))
+        for key in tenants:
+            tns, tname = key.split("/", 1)
+            rt.trigger(tns, tname)

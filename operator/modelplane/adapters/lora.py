@@ -1,0 +1,224 @@
+"""FineTuned (MultiLoRA): keep every Ready replica of a base serving exactly the adapters asked for.
+
+Every few seconds, for each `tier: FineTuned` ModelDeployment with `adapterStrategy: MultiLoRA`,
+the loop lists the Ready pods of its base (the base ModelDeployment's Deployment, or its own when
+the base is a catalog model) and, through the engine's runtime API (vLLM's
+`/v1/load_lora_adapter`, `/v1/unload_lora_adapter`, `/v1/models`), loads the adapters a pod
+lacks — replicas added later by scale-out included — and unloads adapters no ModelDeployment
+asks for any more. Adapter names are `<ModelDeployment>--<adapter>`, so what we manage is told
+apart from anything else loaded. Per-adapter results (loaded replicas / total, reason) go to the
+operator's runtime, and the reconciler reports them in status (one status writer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modelplane.api.enums import AdapterStrategy, Tier
+from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
+from modelplane.builders.objects import LABEL_DEPLOYMENT
+from modelplane.reconcile.core import AdapterView
+
+log = logging.getLogger("modelplane.lora")
+
+SEPARATOR = "--"
+
+
+class EngineError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class EngineAPI(Protocol):
+    def loaded(self, namespace: str, pod: Any) -> set[str]: ...
+    def load(self, namespace: str, pod: Any, name: str, path: str) -> None: ...
+    def unload(self, namespace: str, pod: Any, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class HttpEngine:
+    """The engine's runtime LoRA API over HTTP: through the simulated fleet (`fleet:<url>`),
+    or each pod directly (`http://<podIP>:8000`, real clusters only)."""
+
+    fleet_url: str | None = None
+    port: int = 8000
+    timeout: float = 10.0
+
+    def _base(self, namespace: str, pod: Any) -> str:
+        if self.fleet_url:
+            return f"{self.fleet_url}/pods/{namespace}/{pod.metadata.name}"
+        return f"http://{pod.status.pod_ip}:{self.port}"
+
+    def _call(self, url: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET")
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                text = r.read().decode() or "null"
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    return text
+        except urllib.error.HTTPError as e:
+            raise EngineError(e.code, e.read().decode(errors="replace")[:500]) from None
+        except OSError as e:
+            raise EngineError(0, f"engine unreachable: {e}") from None
+
+    def loaded(self, namespace: str, pod: Any) -> set[str]:
+        out = self._call(f"{self._base(namespace, pod)}/v1/models")
+        return {m["id"] for m in out.get("data", []) if m.get("parent")}
+
+    def load(self, namespace: str, pod: Any, name: str, path: str) -> None:
+        self._call(
+            f"{self._base(namespace, pod)}/v1/load_lora_adapter",
+            {"lora_name": name, "lora_path": path},
+        )
+
+    def unload(self, namespace: str, pod: Any, name: str) -> None:
+        self._call(f"{self._base(namespace, pod)}/v1/unload_lora_adapter", {"lora_name": name})
+
+
+def engine_from_setting(metrics_source: str) -> HttpEngine | None:
+    """The engine API follows the metrics source: the simulated fleet, or the pods."""
+    if metrics_source.startswith("fleet:"):
+        return HttpEngine(fleet_url=metrics_source.split(":", 1)[1])
+    if metrics_source.startswith("pods"):
+        return HttpEngine()
+    return None
+
+
+def adapter_path(uri: str) -> str:
+    """What the engine's lora_path gets: a Hugging Face repo id, or the object-store URI."""
+    scheme, _, rest = uri.partition("://")
+    return rest if scheme == "hf" else uri
+
+
+def target_deployment(md: ModelDeployment) -> str:
+    base = md.spec.base
+    return base.deployment if base is not None and base.deployment else md.metadata.name
+
+
+class LoraLoop:
+    def __init__(
+        self, kube: Any, engine: EngineAPI, rt: Any, namespaces: Sequence[str] = ()
+    ) -> None:
+        self.kube = kube
+        self.engine = engine
+        self.rt = rt
+        self.namespaces = tuple(namespaces)
+
+    def _mds(self) -> list[ModelDeployment]:
+        c = self.kube.custom
+        items: list[dict[str, Any]] = []
+        if self.namespaces:
+            for ns in self.namespaces:
+                items += c.list_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments")[
+                    "items"
+                ]
+        else:
+            items = c.list_cluster_custom_object(GROUP, VERSION, "modeldeployments")["items"]
+        out = []
+        for it in items:
+            if it["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                out.append(ModelDeployment.model_validate(it))
+            except ValueError:
+                continue
+        return out
+
+    def round(self) -> None:
+        mds = self._mds()
+        tuned = [
+            m
+            for m in mds
+            if m.spec.tier == Tier.FINE_TUNED
+            and m.spec.adapter_strategy == AdapterStrategy.MULTI_LORA
+        ]
+        # (namespace, target deployment) -> adapter name -> path, over every FineTuned object.
+        wanted: dict[tuple[str, str], dict[str, str]] = {}
+        for m in tuned:
+            ns = m.metadata.namespace or "default"
+            per = wanted.setdefault((ns, target_deployment(m)), {})
+            for a in m.spec.adapters:
+                per[f"{m.metadata.name}{SEPARATOR}{a.name}"] = adapter_path(a.uri)
+        # Targets that lost their last FineTuned object still get their adapters unloaded.
+        with self.rt.guard:
+            previous = set(self.rt.lora_targets)
+            self.rt.lora_targets = set(wanted)
+        results: dict[str, dict[str, AdapterView]] = {}
+        for ns, target in sorted(set(wanted) | previous):
+            want = wanted.get((ns, target), {})
+            pods = self.kube.core.list_namespaced_pod(
+                ns, label_selector=f"{LABEL_DEPLOYMENT}={target}"
+            ).items
+            ready = [p for p in pods if _ready(p)]
+            loaded_on: dict[str, int] = dict.fromkeys(want, 0)
+            failures: dict[str, str] = {}
+            for pod in ready:
+                try:
+                    have = self.engine.loaded(ns, pod)
+                except EngineError as e:
+                    log.info("cannot list adapters of %s/%s: %s", ns, pod.metadata.name, e.message)
+                    continue
+                for name in sorted(set(want) - have):
+                    try:
+                        self.engine.load(ns, pod, name, want[name])
+                        have.add(name)
+                        log.info("loaded adapter %s into %s/%s", name, ns, pod.metadata.name)
+                    except EngineError as e:
+                        failures[name] = f"{pod.metadata.name}: HTTP {e.status}: {e.message}"
+                for name in sorted(n for n in have - set(want) if SEPARATOR in n):
+                    try:
+                        self.engine.unload(ns, pod, name)
+                        log.info("unloaded adapter %s from %s/%s", name, ns, pod.metadata.name)
+                    except EngineError as e:
+                        log.info(
+                            "unload of %s from %s failed: %s", name, pod.metadata.name, e.message
+                        )
+                for name in want:
+                    loaded_on[name] += name in have
+            for name in want:
+                md_name, adapter = name.split(SEPARATOR, 1)
+                key = f"{ns}/{md_name}"
+                fail = failures.get(name)
+                results.setdefault(key, {})[adapter] = AdapterView(
+                    name=adapter,
+                    served_name=name,
+                    loaded_replicas=loaded_on[name],
+                    total_replicas=len(ready),
+                    reason="AdapterLoadFailed" if fail else None,
+                    message=fail,
+                )
+        for m in tuned:
+            key = f"{m.metadata.namespace}/{m.metadata.name}"
+            views = tuple(results.get(key, {}).values())
+            with self.rt.guard:
+                changed = self.rt.adapters.get(key) != views
+                self.rt.adapters[key] = views
+            if changed:
+                self.rt.trigger(m.metadata.namespace or "default", m.metadata.name, delay=0)
+
+    def run(self, stop: threading.Event, interval: float = 2.0) -> None:
+        while not stop.wait(interval):
+            try:
+                self.round()
+            except Exception:
+                log.exception("LoRA adapter round failed")
+
+
+def _ready(pod: Any) -> bool:
+    if pod.metadata.deletion_timestamp is not None or not pod.spec.node_name:
+        return False
+    conds = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conds)
