@@ -82,6 +82,7 @@ class ChartIdentity:
     namespace: str
     service_account: str
     kubeconfig: Path
+    priority_class: str
 
     @property
     def user(self) -> str:
@@ -114,7 +115,11 @@ def chart_identities(cluster: LocalCluster) -> dict[str, ChartIdentity]:
         )  # fmt: skip
         token = cluster.kubectl("create", "token", sa, "-n", ns, "--duration=6h").strip()
         kc = cluster.token_kubeconfig(f"operator-{provider}", token)
-        out[provider] = ChartIdentity(provider, ns, sa, kc)
+        pc = cluster.kubectl(
+            "get", "priorityclass", "-l", f"app.kubernetes.io/instance={release}",
+            "-o", "jsonpath={.items[0].metadata.name}",
+        )  # fmt: skip
+        out[provider] = ChartIdentity(provider, ns, sa, kc, pc)
     return out
 
 
@@ -135,6 +140,7 @@ def run_operator(
             kubeconfig=ident.kubeconfig,
             user=ident.user,
             MODELPLANE_OPERATOR_NAMESPACE=ident.namespace,
+            MODELPLANE_PLACEHOLDER_PRIORITY_CLASS=ident.priority_class,
             **env,
         )
         started.append(op)

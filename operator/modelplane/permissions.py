@@ -86,10 +86,24 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "",
         "nodes",
-        ("list", "create", "delete"),
+        ("list", "patch"),
         False,
-        "simulated provider: find idle KWOK GPU nodes, create them for pending pods, remove them",
+        "NodeLocal preload: find the accelerator class's nodes, label the ones holding cached weights",
+    ),
+    Permission(
+        "",
+        "nodes",
+        ("create", "delete"),
+        False,
+        "simulated provider: create KWOK GPU nodes for pending pods, remove idle ones",
         CapacityProvider.SIMULATED,
+    ),
+    Permission(
+        "batch",
+        "jobs",
+        ("list", "create", "patch"),
+        True,
+        "NodeLocal preload: one cache Job per node downloads the weights",
     ),
     Permission(
         "karpenter.sh",

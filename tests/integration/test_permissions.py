@@ -64,6 +64,7 @@ def _exercise(cluster: LocalCluster, ns: str, run_operator: Any, provider: str, 
     env = {
         "MODELPLANE_SIMULATED_IDLE_SECONDS": "2",
         "MODELPLANE_SIMULATED_PROVISIONING_DELAY_SECONDS": "1",
+        "MODELPLANE_SIMULATED_TIME_SCALE": "0.01",
         "MODELPLANE_METRICS_SOURCE": f"fleet:{fleet}",
         "MODELPLANE_AUTOSCALER_INTERVAL_SECONDS": "2",
     }
@@ -71,9 +72,27 @@ def _exercise(cluster: LocalCluster, ns: str, run_operator: Any, provider: str, 
     with run_operator([ns], provider, **env):
         # 12 single-GPU replicas: more A10G GPUs than the cluster has, so capacity is needed.
         md = _md(ns, name, replicas={"min": 1, "max": 12, "pinned": 12})
+        if provider == "simulated":  # weights cached on the class's nodes, one warm node
+            md["spec"]["preload"] = {"mode": "NodeLocal", "warmNodes": 1}
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(md))
         if provider == "simulated":
             wait_for(lambda: _phase(cluster, ns, name) == "Ready", timeout=120, what="Ready")
+            wait_for(
+                lambda: (
+                    cluster.kubectl(
+                        "get",
+                        "mdep",
+                        name,
+                        "-n",
+                        ns,
+                        "-o",
+                        "jsonpath={.status.preload.cachedNodes}",
+                    )
+                    not in ("", "0")
+                ),
+                timeout=120,
+                what="a node caches the weights",
+            )
             # Hand replicas to the autoscaler: load up (-> 3), then down (-> 1).
             md["spec"]["replicas"] = {"min": 1, "max": 3}
             md["spec"]["autoscaling"] = {
@@ -98,6 +117,24 @@ def _exercise(cluster: LocalCluster, ns: str, run_operator: Any, provider: str, 
         )
         cluster.kubectl("delete", "mdep", name, "-n", ns)
         if provider == "simulated":
+            # A Serverless tenant comes and goes: its shared backend is created, then removed.
+            tenant = _md(ns, "tenant", tier="Serverless")
+            del tenant["spec"]["accelerator"]
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(tenant))
+            wait_for(
+                lambda: _phase(cluster, ns, "tenant") == "Ready", timeout=120, what="tenant Ready"
+            )
+            cluster.kubectl("delete", "mdep", "tenant", "-n", ns)
+            wait_for(
+                lambda: (
+                    cluster.kubectl(
+                        "get", "deploy", "-A", "-l", "modelplane.io/backend", "-o", "name"
+                    )
+                    == ""
+                ),
+                timeout=60,
+                what="backend removed",
+            )
             wait_for(
                 lambda: (
                     cluster.kubectl(

@@ -93,9 +93,8 @@ def test_renders_standard_labels_and_one_operator(mode: str) -> None:
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/version"] == __version__
-        if d["kind"] not in {"CustomResourceDefinition", "AcceleratorClass"} and not d[
-            "kind"
-        ].startswith("Cluster"):
+        cluster_scoped = {"CustomResourceDefinition", "AcceleratorClass", "PriorityClass"}
+        if d["kind"] not in cluster_scoped and not d["kind"].startswith("Cluster"):
             assert "namespace" in d["metadata"], d["kind"]
 
 
@@ -321,8 +320,8 @@ def test_provider_permissions_only_with_their_provider() -> None:
     simulated = _rules(one(render("capacityProvider=simulated"), "ClusterRole"))
     assert ("karpenter.sh", "nodepools") in karpenter
     assert ("karpenter.sh", "nodepools") not in static | simulated
-    assert simulated[("", "nodes")] == {"list", "create", "delete"}
-    assert ("", "nodes") not in static and ("", "nodes") not in karpenter
+    assert simulated[("", "nodes")] == {"list", "patch", "create", "delete"}
+    assert static[("", "nodes")] == karpenter[("", "nodes")] == {"list", "patch"}
 
 
 def test_permissions_file_is_the_twin_of_permissions_py() -> None:

@@ -80,7 +80,11 @@ class SimulatedCapacity:
             ]
             sim = spec.provisioning.simulated if spec.provisioning else None
             cap = sim.max_nodes if sim else 16
-            delay = parse_duration(sim.provisioning_delay) if sim else self.default_delay
+            delay = (
+                parse_duration(sim.provisioning_delay)
+                if sim and sim.provisioning_delay
+                else self.default_delay
+            )
             while len(flying) < need and len(mine) + len(flying) < cap:
                 flying.append(now + delay)
                 log.info("simulated provider: requested a %s node (ready in %.0fs)", cls, delay)

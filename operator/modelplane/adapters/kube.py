@@ -24,10 +24,13 @@ from modelplane.builders import serverless
 from modelplane.builders.objects import (
     ANNOTATION_SPEC_HASH,
     AUTOSCALER_FIELD_MANAGER,
+    COMPONENT_SERVER,
     FIELD_MANAGER,
+    LABEL_COMPONENT,
     LABEL_DEPLOYMENT,
     build_nodepool,
 )
+from modelplane.builders.preload import PreloadView
 from modelplane.builders.resolve import ResolveError, resolve
 from modelplane.reconcile.core import (
     AdapterView,
@@ -47,6 +50,7 @@ _KINDS = {
     "Deployment": ("apps/v1", "Deployment"),
     "Service": ("v1", "Service"),
     "TenantService": ("v1", "Service"),
+    "WarmPool": ("apps/v1", "Deployment"),
     "PodDisruptionBudget": ("policy/v1", "PodDisruptionBudget"),
 }
 
@@ -89,6 +93,7 @@ class Kube:
         ctx: Any,
         autoscaler: AutoscalerView | None = None,
         adapters: tuple[AdapterView, ...] | None = None,
+        preload: PreloadView | None = None,
     ) -> Observed:
         ns, name = md.metadata.namespace or "default", md.metadata.name
         classes = self.accelerator_classes()
@@ -157,8 +162,15 @@ class Kube:
         hashes["PodDisruptionBudget"] = self._hash_of(
             policy.read_namespaced_pod_disruption_budget, target, target_ns
         )
+        if (
+            md.spec.preload is not None and md.spec.preload.warm_nodes
+        ) or md.spec.preload is not None:
+            hashes["WarmPool"] = self._hash_of(
+                self.apps.read_namespaced_deployment, f"{name}-warm", ns
+            )
         pods = self.core.list_namespaced_pod(
-            target_ns, label_selector=f"{LABEL_DEPLOYMENT}={target}"
+            target_ns,
+            label_selector=f"{LABEL_DEPLOYMENT}={target},{LABEL_COMPONENT}={COMPONENT_SERVER}",
         ).items
         return Observed(
             md=md,
@@ -174,6 +186,7 @@ class Kube:
             base=base,
             adapters=adapters,
             lora_demand=lora_demand,
+            preload=preload,
         )
 
     def _hash_of(self, reader: Any, name: str, namespace: str) -> str | None:

@@ -460,6 +460,15 @@ class Usage(Model):
     since: str | None = None
 
 
+class PreloadStatus(Model):
+    mode: PreloadMode
+    cached_nodes: int = 0
+    class_nodes: int = 0
+    downloading: int = 0
+    warm_nodes: int = 0
+    message: str | None = None
+
+
 class ModelDeploymentStatus(Model):
     model_config = ConfigDict(extra="ignore")
 
@@ -481,6 +490,7 @@ class ModelDeploymentStatus(Model):
     backend: str | None = Field(
         default=None, description="Serverless: namespace/name of the shared backend serving this."
     )
+    preload: PreloadStatus | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
 
 
@@ -535,7 +545,9 @@ class KarpenterProvisioning(Model):
 
 
 class SimulatedProvisioning(Model):
-    provisioning_delay: Duration = "20s"
+    provisioning_delay: Duration | None = Field(
+        default=None, description="Default: the operator's cold-start model of a node boot."
+    )
     idle_timeout: Duration = "5m"
     max_nodes: int = Field(default=16, ge=0, le=500)
 

@@ -174,22 +174,40 @@ class ColdStartModel:
     image_gb: float = 10.0
     image_pull_gb_per_s: float = 0.5
     weight_load_gb_per_s: float = 2.0
+    #: Weights already on the node's local NVMe (NodeLocal preload): read, not downloaded.
+    local_weight_load_gb_per_s: float = 6.0
     engine_warmup_s: float = 30.0
 
     def breakdown(
-        self, weights_gb: float, *, warm_node: bool = False, image_cached: bool = False
+        self,
+        weights_gb: float,
+        *,
+        warm_node: bool = False,
+        image_cached: bool = False,
+        weights_cached: bool = False,
     ) -> ColdStartBreakdown:
+        bw = self.local_weight_load_gb_per_s if weights_cached else self.weight_load_gb_per_s
         return ColdStartBreakdown(
             node_s=0.0 if warm_node else self.node_provision_s,
             image_s=0.0 if image_cached else self.image_gb / self.image_pull_gb_per_s,
-            weights_s=weights_gb / self.weight_load_gb_per_s,
+            weights_s=weights_gb / bw,
             warmup_s=self.engine_warmup_s,
         )
 
     def seconds(
-        self, weights_gb: float, *, warm_node: bool = False, image_cached: bool = False
+        self,
+        weights_gb: float,
+        *,
+        warm_node: bool = False,
+        image_cached: bool = False,
+        weights_cached: bool = False,
     ) -> float:
-        return self.breakdown(weights_gb, warm_node=warm_node, image_cached=image_cached).total_s
+        return self.breakdown(
+            weights_gb,
+            warm_node=warm_node,
+            image_cached=image_cached,
+            weights_cached=weights_cached,
+        ).total_s
 
 
 class Request:

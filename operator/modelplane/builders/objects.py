@@ -46,6 +46,12 @@ class BuildContext:
     cluster_domain: str = "cluster.local"
     #: Where platform-owned objects (shared Serverless backends) live.
     operator_namespace: str = "modelplane-system"
+    #: Local cluster only: annotate pods with their modelled start-up time (KWOK waits it out).
+    simulate_startup: bool = False
+    #: Scale of modelled times on the local cluster (0.05: a 90 s boot takes 4.5 s).
+    time_scale: float = 0.05
+    #: PriorityClass of warm-node placeholder pods.
+    placeholder_priority_class: str = "modelplane-placeholder"
 
 
 def labels(r: Resolved, component: str = COMPONENT_SERVER) -> dict[str, str]:
@@ -207,8 +213,13 @@ def node_selector(r: Resolved) -> dict[str, str]:
     return dict(r.accelerator.node_selector) or {LABEL_GPU_PRODUCT: r.accelerator.gpu_product}
 
 
-def build_deployment(r: Resolved, ctx: BuildContext) -> dict[str, Any]:
-    """The model-server Deployment. `spec.replicas` is left to the autoscaler (/scale)."""
+def build_deployment(r: Resolved, ctx: BuildContext, *, cache_warm: bool = False) -> dict[str, Any]:
+    """The model-server Deployment. `spec.replicas` is left to the autoscaler (/scale).
+
+    `cache_warm`: NodeLocal preload has the weights on at least one node of the class, so
+    serving pods require cached nodes (and start from local disk)."""
+    from modelplane.builders import preload
+
     p = r.engine
     env: list[dict[str, Any]] = [
         {"name": p.cache_env, "value": f"{CACHE_MOUNT}/hf"},
@@ -346,6 +357,21 @@ def build_deployment(r: Resolved, ctx: BuildContext) -> dict[str, Any]:
     }
     if init:
         pod_spec["initContainers"] = init
+    annotations: dict[str, str] = {
+        # Never evict a loading or serving model to consolidate nodes.
+        "karpenter.sh/do-not-disrupt": "true",
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(p.port),
+        "prometheus.io/path": p.metrics_path,
+    }
+    node_local = preload.wants_node_local(r.preload_mode)
+    if node_local:
+        pod_spec["affinity"] = preload.node_local_affinity(r, cache_warm)
+    if ctx.simulate_startup:
+        cached = node_local and cache_warm
+        annotations[preload.ANNOTATION_SIMULATED_STARTUP] = (
+            f"{preload.startup_ms(r, ctx, cached=cached)}ms"
+        )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -360,16 +386,7 @@ def build_deployment(r: Resolved, ctx: BuildContext) -> dict[str, Any]:
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
             "template": {
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {
-                        # Never evict a loading or serving model to consolidate nodes.
-                        "karpenter.sh/do-not-disrupt": "true",
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(p.port),
-                        "prometheus.io/path": p.metrics_path,
-                    },
-                },
+                "metadata": {"labels": pod_labels, "annotations": annotations},
                 "spec": pod_spec,
             },
         },

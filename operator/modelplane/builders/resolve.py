@@ -13,7 +13,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from modelplane.api.enums import AdapterStrategy, EngineType, Precision, SpeculativeMode, Task, Tier
+from modelplane.api.enums import (
+    AdapterStrategy,
+    EngineType,
+    Precision,
+    PreloadMode,
+    SpeculativeMode,
+    Task,
+    Tier,
+)
 from modelplane.api.v1alpha1 import AcceleratorClassSpec, ModelDeployment, ModelSource, SecretRef
 from modelplane.catalog import sizing
 from modelplane.catalog.accelerators import Accelerator, InstanceShape
@@ -103,6 +111,9 @@ class Resolved:
     notes: tuple[str, ...] = field(default=())
     #: Merged strategy: adapters (name, uri) merged into the base weights before serving.
     merged_adapters: tuple[tuple[str, str], ...] = ()
+    preload_mode: PreloadMode = PreloadMode.NONE
+    warm_nodes: int = 0
+    retain_cache: bool = True
 
     @property
     def scheme(self) -> str:
@@ -308,6 +319,9 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
         max_replicas=reps.effective_max if reps else 1,
         pinned_replicas=reps.pinned if reps else None,
         sizing_explanation=explanation,
+        preload_mode=spec.preload.mode if spec.preload else PreloadMode.NONE,
+        warm_nodes=spec.preload.warm_nodes if spec.preload else 0,
+        retain_cache=spec.preload.retain_cache if spec.preload else True,
     )
 
 

@@ -236,7 +236,7 @@ def accelerator_class_spec(
     *,
     simulated: bool = False,
     node_class: str = "gpu",
-    provisioning_delay: str = "5s",
+    provisioning_delay: str | None = None,
 ) -> dict[str, object]:
     """The spec of the default AcceleratorClass for `a` (as the chart and demo install it)."""
     prov: dict[str, object] = {
@@ -261,11 +261,10 @@ def accelerator_class_spec(
         }
     }
     if simulated:
-        prov["simulated"] = {
-            "provisioningDelay": provisioning_delay,
-            "idleTimeout": "2m",
-            "maxNodes": 16,
-        }
+        sim: dict[str, object] = {"idleTimeout": "2m", "maxNodes": 16}
+        if provisioning_delay:
+            sim["provisioningDelay"] = provisioning_delay
+        prov["simulated"] = sim
     return {
         "displayName": a.display_name,
         "gpuProduct": a.gpu_product,

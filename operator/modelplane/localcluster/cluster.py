@@ -38,6 +38,8 @@ from modelplane.localcluster.nodes import NodeLayout, load_layout
 Log = Callable[[str], None]
 
 SERVICE_CIDR = "10.0.0.0/24"
+#: Pod annotation (a Go duration) that delays KWOK's pod-ready stage: modelled start-up time.
+STARTUP_ANNOTATION = "modelplane.io/simulated-startup"
 # Metadata level: every mutating request, plus every request of ServiceAccounts (the operator
 # runs as one in the tests, which read both its writes and the permissions it really used).
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
@@ -369,7 +371,20 @@ class LocalCluster:
             "pod/fast/pod-delete.yaml",
         ]
         cfg = self.dir / "kwok.yaml"
-        cfg.write_text("\n---\n".join((bins.kwok_stages / s).read_text() for s in stages))
+        docs = []
+        for s in stages:
+            doc = yaml.safe_load((bins.kwok_stages / s).read_text())
+            if doc["metadata"]["name"] == "pod-ready":
+                # A pod becomes Ready after the start-up time the operator modelled for it
+                # (image pull, weight load, warm-up), 0 when it carries none.
+                doc["spec"]["delay"] = {
+                    "durationMilliseconds": 0,
+                    "durationFrom": {
+                        "expressionFrom": f'.metadata.annotations["{STARTUP_ANNOTATION}"]'
+                    },
+                }
+            docs.append(doc)
+        cfg.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         self._spawn(
             "kwok",
             [

@@ -50,7 +50,6 @@ class OperatorProcess:
             "MODELPLANE_METRICS_PORT": str(self.metrics_port),
             "MODELPLANE_METRICS_HOST": "127.0.0.1",
             "MODELPLANE_HEALTH_PORT": "0",
-            "MODELPLANE_SIMULATED_PROVISIONING_DELAY_SECONDS": "1",
             "MODELPLANE_LOG_LEVEL": "DEBUG",
             **env,
         }

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from modelplane.api.enums import CapacityProvider, Phase, Tier
+from modelplane.api.enums import CapacityProvider, Phase, PreloadMode, Tier
 from modelplane.api.v1alpha1 import API_VERSION, AcceleratorClassSpec, ModelDeployment
 from modelplane.builders import serverless
 from modelplane.builders.objects import (
@@ -29,6 +29,7 @@ from modelplane.builders.objects import (
     owner_reference,
     selector_string,
 )
+from modelplane.builders.preload import PreloadView, build_warm_pool
 from modelplane.builders.resolve import Resolved, ResolveError, resolve, resolve_fine_tuned
 
 CONDITION_TYPES = ("Ready", "CapacityAvailable", "WeightsReady", "Progressing")
@@ -104,6 +105,8 @@ class Observed:
     adapters: tuple[AdapterView, ...] | None = None
     #: A base: adapters its FineTuned dependents want loaded at runtime (enables LoRA).
     lora_demand: int = 0
+    #: NodeLocal preload: the preload loop's latest view (None: not looked at yet).
+    preload: PreloadView | None = None
 
 
 @dataclass(frozen=True)
@@ -192,17 +195,20 @@ def plan(obs: Observed) -> Plan:
         )
         p.resolved = None
         return p
-    dep = _stamp(build_deployment(r, obs.ctx), md)
+    warm = obs.preload is not None and obs.preload.cached_nodes > 0
+    dep = _stamp(build_deployment(r, obs.ctx, cache_warm=warm), md)
     if dep["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.deployment.applied_hash:
         p.apply.append(dep)
-    for kind, obj in (
+    children = (
         ("Service", build_service(r, obs.ctx)),
         ("PodDisruptionBudget", build_pdb(r, obs.ctx)),
-    ):
+        ("WarmPool", build_warm_pool(r, r.warm_nodes, obs.ctx)),
+    )
+    for kind, obj in children:
         have = obs.children_hashes.get(kind)
         if obj is None:
             if have is not None:
-                p.delete.append((kind, r.name))
+                p.delete.append((kind, f"{r.name}-warm" if kind == "WarmPool" else r.name))
             continue
         obj = _stamp(obj, md)
         if obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != have:
@@ -458,6 +464,23 @@ def compute_status(obs: Observed, p: Plan) -> tuple[dict[str, Any], list[Event]]
         },
         "conditions": [cond("Ready", *ready_cond), cap, weights, progressing],
     }
+    if r.preload_mode != PreloadMode.NONE:
+        pv = obs.preload or PreloadView()
+        status["preload"] = {
+            "mode": r.preload_mode.value,
+            "cachedNodes": pv.cached_nodes,
+            "classNodes": pv.class_nodes,
+            "downloading": pv.downloading,
+            "warmNodes": r.warm_nodes,
+            **({"message": pv.message} if pv.message else {}),
+        }
+        if pv.cached_nodes and ready > 0:
+            status["conditions"][2] = cond(
+                "WeightsReady",
+                "True",
+                "Preloaded",
+                f"weights cached on {pv.cached_nodes}/{pv.class_nodes} {r.accelerator_class} nodes",
+            )
     if p.fine_tuned:
         _fine_tuned_status(status, obs, p, cond)
     if p.backend is not None:

@@ -27,9 +27,12 @@ from modelplane.adapters.autoscaler import start_autoscaler
 from modelplane.adapters.capacity import SimulatedCapacity
 from modelplane.adapters.kube import Kube
 from modelplane.adapters.lora import LoraLoop, engine_from_setting
+from modelplane.adapters.preload import PreloadLoop
 from modelplane.api.enums import CapacityProvider
 from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
+from modelplane.autoscaling.simulator import ColdStartModel
 from modelplane.builders.objects import LABEL_DEPLOYMENT, BuildContext
+from modelplane.builders.preload import PreloadView
 from modelplane.builders.serverless import LABEL_BACKEND
 from modelplane.reconcile.core import AdapterView, AutoscalerView, compute_status, plan
 from modelplane.settings import OperatorSettings
@@ -68,6 +71,8 @@ class Runtime:
     backend_tenants: dict[str, set[str]] = field(default_factory=dict)
     #: FineTuned "namespace/name" -> per-adapter load state, written by the LoRA loop.
     adapters: dict[str, tuple[AdapterView, ...]] = field(default_factory=dict)
+    #: NodeLocal preload view per "namespace/name", written by the preload loop.
+    preload: dict[str, PreloadView] = field(default_factory=dict)
     #: (namespace, deployment) pairs the LoRA loop loaded adapters into last round.
     lora_targets: set[tuple[str, str]] = field(default_factory=set)
     #: Latest autoscaler decision per "namespace/name", written by the autoscaler loop.
@@ -121,6 +126,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 rt.ctx,
                 rt.decisions.get(key),
                 rt.adapters.get(key),
+                rt.preload.get(key),
             )
             p = plan(obs)
             writes = rt.kube.carry_out(md, p)
@@ -225,6 +231,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             capacity_provider=s.capacity_provider,
             cluster_domain=s.cluster_domain,
             operator_namespace=s.operator_namespace,
+            simulate_startup=s.capacity_provider == CapacityProvider.SIMULATED,
+            time_scale=s.simulated_time_scale,
+            placeholder_priority_class=s.placeholder_priority_class,
         ),
     )
     memo["runtime"] = rt
@@ -236,12 +245,20 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         sim = SimulatedCapacity(
             core=kube.core,
             classes=kube.accelerator_classes,
-            default_delay=s.simulated_provisioning_delay_seconds,
+            default_delay=(
+                s.simulated_provisioning_delay_seconds
+                if s.simulated_provisioning_delay_seconds is not None
+                else ColdStartModel().node_provision_s * s.simulated_time_scale
+            ),
             idle_seconds=s.simulated_idle_seconds,
         )
         threading.Thread(
             target=_capacity_loop, args=(rt, sim), name="modelplane-capacity", daemon=True
         ).start()
+    pre = PreloadLoop(kube, rt, rt.ctx, s.namespaces)
+    threading.Thread(
+        target=pre.run, args=(rt.stop,), name="modelplane-preload", daemon=True
+    ).start()
     engine = engine_from_setting(s.metrics_source)
     if engine is not None:
         lora = LoraLoop(kube, engine, rt, s.namespaces)

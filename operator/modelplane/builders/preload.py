@@ -1,0 +1,267 @@
+"""Preloading: weights on the nodes before serving pods land, and warm nodes kept provisioned.
+
+* NodeLocal: one cache Job per node of the model's accelerator class downloads the weights to
+  the node's local disk (`/var/lib/modelplane/cache/<key>`); the node then carries the label
+  `cache.modelplane.io/<key>=ready` and an annotation recording what, how big and when. The key
+  is a hash of (uri, revision): identical weights are cached once per node, whoever asks. Once
+  a node is warm, serving pods *require* cached nodes. The Job runs the engine image, so the
+  image is pre-pulled on the node as a side effect.
+* SharedVolume: a ReadOnlyMany claim filled once by a Job; serving pods mount it read-only.
+* warmNodes: N placeholder pods of the model's shape at a negative priority keep N nodes of the
+  class provisioned; a real model-server pod preempts one and starts on a warm node.
+* On the local cluster (simulated capacity), pods carry the modelled start-up time of the
+  cold-start model as an annotation the KWOK stages honour, so cold and warm scale-ups differ
+  on the cluster as the model predicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from modelplane.api.enums import PreloadMode
+from modelplane.builders.objects import (
+    CACHE_MOUNT,
+    LABEL_DEPLOYMENT,
+    BuildContext,
+    labels,
+    node_selector,
+)
+from modelplane.builders.resolve import Resolved
+from modelplane.catalog.accelerators import GPU_RESOURCE
+
+CACHE_ROOT = "/var/lib/modelplane/cache"
+CACHE_LABEL_PREFIX = "cache.modelplane.io/"
+LABEL_CACHE_KEY = "modelplane.io/cache-key"
+LABEL_CACHE_NODE = "modelplane.io/cache-node"
+LABEL_WARM_POOL = "modelplane.io/warm-pool"
+PLACEHOLDER_IMAGE = "registry.k8s.io/pause:3.10"
+#: Modelled start-up time of a pod on the local cluster (a Go duration, e.g. 2070ms); KWOK's
+#: pod-ready stage waits this long.
+ANNOTATION_SIMULATED_STARTUP = "modelplane.io/simulated-startup"
+
+
+@dataclass(frozen=True)
+class PreloadView:
+    """What the preload loop found for one ModelDeployment."""
+
+    cached_nodes: int = 0
+    class_nodes: int = 0
+    downloading: int = 0
+    message: str | None = None
+
+
+def cache_key(r: Resolved) -> str:
+    return hashlib.sha256(f"{r.uri}|{r.revision or ''}".encode()).hexdigest()[:12]
+
+
+def cache_label(r: Resolved) -> str:
+    return CACHE_LABEL_PREFIX + cache_key(r)
+
+
+def weights_gb(r: Resolved) -> float:
+    if r.catalog is not None and r.precision is not None:
+        from modelplane.catalog.sizing import weights_gib
+
+        return weights_gib(r.catalog, r.precision) * 1.073741824
+    return 10.0
+
+
+def startup_ms(r: Resolved, ctx: BuildContext, *, cached: bool) -> int:
+    """Modelled container start-up (image pull + weight load + warm-up), in scaled ms."""
+    from modelplane.autoscaling.simulator import ColdStartModel
+
+    b = ColdStartModel().breakdown(weights_gb(r), image_cached=cached, weights_cached=cached)
+    return int((b.image_s + b.weights_s + b.warmup_s) * ctx.time_scale * 1000)
+
+
+def download_ms(r: Resolved, ctx: BuildContext) -> int:
+    from modelplane.autoscaling.simulator import ColdStartModel
+
+    m = ColdStartModel()
+    seconds = m.image_gb / m.image_pull_gb_per_s + weights_gb(r) / m.weight_load_gb_per_s
+    return int(seconds * ctx.time_scale * 1000)
+
+
+def node_local_affinity(r: Resolved, warm: bool) -> dict[str, Any]:
+    term = {"matchExpressions": [{"key": cache_label(r), "operator": "In", "values": ["ready"]}]}
+    if warm:
+        return {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+            }
+        }
+    return {
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": term}]
+        }
+    }
+
+
+def job_name(key: str, node: str) -> str:
+    digest = hashlib.sha256(node.encode()).hexdigest()[:8]
+    return f"cache-{key}-{digest}"
+
+
+def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]:
+    """Download the weights onto one node's local disk (retained after the Job is gone)."""
+    key = cache_key(r)
+    scheme, _, rest = r.uri.partition("://")
+    script = (
+        "import sys; from huggingface_hub import snapshot_download; "
+        "snapshot_download(sys.argv[1], revision=sys.argv[2] or None, local_dir=sys.argv[3])"
+        if scheme == "hf"
+        else "import sys; print('object-store weights are streamed at start-up:', sys.argv[1])"
+    )
+    env: list[dict[str, Any]] = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/hf"}]
+    if r.credentials is not None:
+        env.append(
+            {
+                "name": r.engine.hf_token_env,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": r.credentials.name,
+                        "key": r.credentials.key or "token",
+                    }
+                },
+            }
+        )
+    pod_annotations = {}
+    if ctx.simulate_startup:
+        pod_annotations[ANNOTATION_SIMULATED_STARTUP] = f"{download_ms(r, ctx)}ms"
+    # No modelplane.io/deployment label: cache pods are not replicas of the model.
+    meta_labels = {
+        **{k: v for k, v in labels(r, component="weight-cache").items() if k != LABEL_DEPLOYMENT},
+        LABEL_CACHE_KEY: key,
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(key, node),
+            "namespace": r.namespace,
+            "labels": {**meta_labels, LABEL_CACHE_NODE: node},
+        },
+        "spec": {
+            "backoffLimit": 3,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {
+                "metadata": {"labels": meta_labels, "annotations": pod_annotations},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "nodeName": node,
+                    "automountServiceAccountToken": False,
+                    "tolerations": [{"operator": "Exists"}],
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [
+                        {
+                            "name": "download",
+                            "image": r.image,
+                            "command": ["python3", "-c", script],
+                            "args": [rest, r.revision or "", f"{CACHE_ROOT}/{key}"],
+                            "env": env,
+                            "resources": {
+                                "requests": {"cpu": "1", "memory": "2Gi"},
+                                "limits": {"memory": "4Gi"},
+                            },
+                            "volumeMounts": [
+                                {"name": "cache", "mountPath": f"{CACHE_ROOT}/{key}"},
+                                {"name": "hf", "mountPath": CACHE_MOUNT},
+                            ],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "cache",
+                            "hostPath": {
+                                "path": f"{CACHE_ROOT}/{key}",
+                                "type": "DirectoryOrCreate",
+                            },
+                        },
+                        {"name": "hf", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_shared_volume_claim(r: Resolved, ctx: BuildContext, size_gib: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": f"weights-{cache_key(r)}",
+            "namespace": r.namespace,
+            "labels": labels(r, component="weight-cache"),
+        },
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "resources": {"requests": {"storage": f"{size_gib}Gi"}},
+        },
+    }
+
+
+def build_warm_pool(r: Resolved, n: int, ctx: BuildContext) -> dict[str, Any] | None:
+    """N placeholder pods of the model's GPU shape at negative priority (preempted by real pods)."""
+    if n <= 0:
+        return None
+    sel = {LABEL_WARM_POOL: r.name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{r.name}-warm",
+            "namespace": r.namespace,
+            "labels": {**labels(r, component="warm-pool"), **sel},
+        },
+        "spec": {
+            "replicas": n,
+            "selector": {"matchLabels": sel},
+            "template": {
+                "metadata": {"labels": {**sel, "app.kubernetes.io/managed-by": "modelplane"}},
+                "spec": {
+                    "priorityClassName": ctx.placeholder_priority_class,
+                    "terminationGracePeriodSeconds": 0,
+                    "automountServiceAccountToken": False,
+                    "nodeSelector": node_selector(r),
+                    "tolerations": [
+                        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                    ],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65535,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "placeholder",
+                            "image": PLACEHOLDER_IMAGE,
+                            "resources": {
+                                "requests": {
+                                    "cpu": "100m",
+                                    "memory": "64Mi",
+                                    GPU_RESOURCE: str(r.gpu_count),
+                                },
+                                "limits": {"memory": "64Mi", GPU_RESOURCE: str(r.gpu_count)},
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                                "readOnlyRootFilesystem": True,
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def wants_node_local(mode: PreloadMode | None) -> bool:
+    return mode == PreloadMode.NODE_LOCAL

@@ -1,0 +1,142 @@
+"""Preloading on the local cluster: weights cached once per node, warm nodes kept provisioned,
+serving pods required on cached nodes once warm, and a warm scale-up faster than a cold one."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from modelplane.commands import accelerator_classes_yaml
+from modelplane.localcluster import LocalCluster
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+CLASS = "nvidia-h200-141gb"
+
+
+def md(ns: str, name: str, pinned: int, preload: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "tier": "OnDemand",
+        "model": {"catalog": "llama-v3p3-70b-instruct"},
+        "engine": {"precision": "FP8", "maxContextLength": 8192},
+        "accelerator": {"class": CLASS, "count": 8},
+        "replicas": {"min": 1, "max": 3, "pinned": pinned},
+    }
+    if preload:
+        spec["preload"] = preload
+    return {
+        "apiVersion": "modelplane.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def ready_pods(core: Any, ns: str, name: str) -> list[Any]:
+    pods = core.list_namespaced_pod(ns, label_selector=f"modelplane.io/deployment={name}").items
+    return [
+        p
+        for p in pods
+        if p.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+    ]
+
+
+def scale_up_seconds(cluster: LocalCluster, core: Any, ns: str, doc: dict[str, Any]) -> float:
+    doc["spec"]["replicas"]["pinned"] = 2
+    start = time.monotonic()
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    wait_for(
+        lambda: len(ready_pods(core, ns, doc["metadata"]["name"])) == 2,
+        timeout=120,
+        interval=0.2,
+        what="2 Ready",
+    )
+    return time.monotonic() - start
+
+
+def test_warm_scale_up_beats_cold_and_pods_require_cached_nodes(
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
+) -> None:
+    cluster.kubectl(
+        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
+    )
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+
+    def status(name: str) -> dict[str, Any]:
+        obj = custom.get_namespaced_custom_object(
+            "modelplane.io", "v1alpha1", namespace, "modeldeployments", name
+        )
+        st: dict[str, Any] = obj.get("status") or {}
+        return st
+
+    with run_operator([namespace], "simulated", MODELPLANE_SIMULATED_IDLE_SECONDS="600"):
+        # Cold: the second replica needs a new node, the image, the weights and a warm-up.
+        cold = md(namespace, "cold", 1)
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(cold))
+        wait_for(
+            lambda: len(ready_pods(core, namespace, "cold")) == 1, timeout=120, what="cold 1 Ready"
+        )
+        cold_s = scale_up_seconds(cluster, core, namespace, cold)
+        cluster.kubectl("delete", "mdep", "cold", "-n", namespace, "--wait=true")
+        wait_for(lambda: not ready_pods(core, namespace, "cold"), timeout=60, what="cold gone")
+
+        # Warm: weights cached on every node of the class, one placeholder-held node ready.
+        warm = md(namespace, "warm", 1, {"mode": "NodeLocal", "warmNodes": 1})
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(warm))
+
+        def all_cached() -> dict[str, Any] | None:
+            st = status("warm")
+            pre = st.get("preload") or {}
+            ok = pre.get("classNodes", 0) >= 2 and pre.get("cachedNodes") == pre.get("classNodes")
+            return st if ok and st.get("phase") == "Ready" else None
+
+        st = wait_for(all_cached, timeout=180, what="weights cached on every class node")
+        weights = next(c for c in st["conditions"] if c["type"] == "WeightsReady")
+        assert weights["reason"] == "Preloaded"
+        placeholders = core.list_namespaced_pod(
+            namespace, label_selector="modelplane.io/warm-pool=warm"
+        ).items
+        assert [p for p in placeholders if p.spec.node_name], "no warm node held by a placeholder"
+        # Once warm, serving pods *require* cached nodes.
+        dep = client.AppsV1Api(api).read_namespaced_deployment("warm", namespace)
+        required = dep.spec.template.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+        key = required.node_selector_terms[0].match_expressions[0].key
+        assert key.startswith("cache.modelplane.io/")
+        try:
+            wait_for(
+                lambda: len(ready_pods(core, namespace, "warm")) == 1, timeout=60, what="1 Ready"
+            )
+        except AssertionError:
+            for p in core.list_namespaced_pod(namespace).items:
+                conds = [
+                    (c.type, c.status, c.reason, c.message) for c in (p.status.conditions or [])
+                ]
+                print("POD", p.metadata.name, p.spec.node_name, p.status.phase, conds)
+            print("STATUS", json.dumps(status("warm")))
+            raise
+        warm_s = scale_up_seconds(cluster, core, namespace, warm)
+
+        # Identical (uri, revision): one cache Job per node, whoever asked.
+        jobs = (
+            client.BatchV1Api(api)
+            .list_namespaced_job(
+                namespace, label_selector=f"modelplane.io/cache-key={key.split('/')[1]}"
+            )
+            .items
+        )
+        nodes = [j.metadata.labels["modelplane.io/cache-node"] for j in jobs]
+        assert len(nodes) == len(set(nodes))
+        node = core.read_node(ready_pods(core, namespace, "warm")[0].spec.node_name)
+        record = json.loads(node.metadata.annotations[key])
+        assert record["uri"] == "hf://meta-llama/Llama-3.3-70B-Instruct" and record["sizeGiB"] > 60
+        # A warm scale-up skips node boot, image pull and the remote weight download.
+        assert warm_s < cold_s, (warm_s, cold_s)
+        print(f"\ncold scale-up {cold_s:.1f}s, warm {warm_s:.1f}s, ratio {cold_s / warm_s:.2f}")
