@@ -79,16 +79,31 @@ def render_documents(docs: list[dict[str, Any]], provider: str) -> list[dict[str
     ctx = BuildContext(capacity_provider=CapacityProvider(provider))
     out: list[dict[str, Any]] = []
     pools: set[str] = set()
+    mds = []
     for doc in docs:
         if not doc or doc.get("kind") != "ModelDeployment":
             continue
         doc.setdefault("metadata", {}).setdefault("namespace", "default")
         doc["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000000")
         doc["metadata"].setdefault("generation", 1)
-        md = ModelDeployment.model_validate(doc)
-        obs = Observed(
-            md, classes, DeploymentView(exists=False), {}, (), {}, "1970-01-01T00:00:00Z", ctx
+        mds.append(ModelDeployment.model_validate(doc))
+    by_name = {(m.metadata.namespace, m.metadata.name): m for m in mds}
+    for md in mds:
+        ref = md.spec.base
+        base = (
+            by_name.get((md.metadata.namespace, ref.deployment)) if ref and ref.deployment else None
         )
+        demand = sum(
+            len(m.spec.adapters)
+            for m in mds
+            if m.spec.base is not None
+            and m.spec.base.deployment == md.metadata.name
+            and m.metadata.namespace == md.metadata.namespace
+        )
+        obs = Observed(
+            md, classes, DeploymentView(exists=False), {}, (), {}, "1970-01-01T00:00:00Z", ctx,
+            base=base, lora_demand=demand,
+        )  # fmt: skip
         p = plan(obs)
         if p.error is not None:
             raise SystemExit(f"modelplane: {md.metadata.name}: {p.error.reason}: {p.error.message}")
@@ -132,12 +147,27 @@ def _demo(args: argparse.Namespace) -> int:
     cluster.kubectl(
         "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
     )
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=PLATFORM_OBJECTS)
+    # The simulated engine fleet: vLLM metrics and LoRA endpoints for the KWOK model servers.
+    fleet_log = (cluster.log_dir / "fleet.log").open("ab")
+    fleet = subprocess.Popen(
+        [
+            sys.executable, "-m", "modelplane.autoscaling.fleet",
+            "--kubeconfig", str(cluster.kubeconfig), "--port", "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=fleet_log,
+        text=True,
+    )  # fmt: skip
+    assert fleet.stdout is not None
+    fleet_url = fleet.stdout.readline().strip().partition("=")[2]
     env = {
         **cluster.env(),
         "MODELPLANE_CAPACITY_PROVIDER": "simulated",
         "MODELPLANE_RESYNC_INTERVAL_SECONDS": "30",
         "MODELPLANE_METRICS_PORT": "0",
         "MODELPLANE_HEALTH_PORT": "0",
+        "MODELPLANE_METRICS_SOURCE": f"fleet:{fleet_url}",
     }
     log = (cluster.log_dir / "operator.log").open("ab")
     op = subprocess.Popen(
@@ -146,9 +176,7 @@ def _demo(args: argparse.Namespace) -> int:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    print(
-        f"operator running (pid {op.pid}); log: {cluster.log_dir / 'operator.log'}", file=sys.stderr
-    )
+    print(f"operator running (pid {op.pid}); logs in {cluster.log_dir}", file=sys.stderr)
     try:
         examples = Path(args.examples)
         print(cluster.kubectl("apply", "-f", str(examples)), file=sys.stderr)
@@ -175,11 +203,30 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         op.terminate()
         op.wait(timeout=30)
+        fleet.terminate()
+        fleet.wait(timeout=30)
         log.close()
+        fleet_log.close()
         if not args.keep:
             cluster.down()
         else:
             print(f"cluster kept: export KUBECONFIG={cluster.kubeconfig}", file=sys.stderr)
+
+
+#: What the chart would install besides the operator: its namespace (shared Serverless
+#: backends live there) and the PriorityClass of warm-node placeholders.
+PLATFORM_OBJECTS = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: modelplane-system}
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: modelplane-placeholder}
+value: -10
+preemptionPolicy: Never
+description: modelplane warm-node placeholders; preempted by model servers.
+"""
 
 
 def accelerator_classes_yaml(provider: str) -> str:

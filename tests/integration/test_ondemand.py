@@ -62,14 +62,20 @@ def all_ready(api: Any, ns: str, names: list[str]) -> bool:
 
 
 def test_examples_reach_ready_on_the_right_accelerators(
-    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any, fleet_url: str
 ) -> None:
     docs = examples(namespace)
-    assert len(docs) >= 5
-    names = [d["metadata"]["name"] for d in docs]
-    with run_operator([namespace]) as op:
+    ondemand = [d for d in docs if d["spec"]["tier"] == "OnDemand"]
+    assert len(ondemand) >= 5 and {d["spec"]["tier"] for d in docs} == {
+        "OnDemand",
+        "Serverless",
+        "FineTuned",
+    }
+    every = [d["metadata"]["name"] for d in docs]
+    names = [d["metadata"]["name"] for d in ondemand]
+    with run_operator([namespace], MODELPLANE_METRICS_SOURCE=f"fleet:{fleet_url}") as op:
         apply(cluster, *docs)
-        wait_for(lambda: all_ready(api, namespace, names), timeout=120, what="every example Ready")
+        wait_for(lambda: all_ready(api, namespace, every), timeout=180, what="every example Ready")
         table = cluster.kubectl("get", "mdep", "-n", namespace)
         header = table.splitlines()[0].split()
         assert header == ["NAME", "TIER", "MODEL", "ACCEL", "READY", "PHASE", "ENDPOINT", "AGE"]

@@ -1,0 +1,235 @@
+"""Cold start, measured on the local GPU cluster: scale-up with and without preloading.
+
+    uv run python -m benchmarks.coldstart.run [--repeats 3]
+
+Starts its own local cluster and the operator (simulated capacity). The cold-start model
+(`modelplane.autoscaling.simulator.ColdStartModel`: node boot, image pull, weight download at a
+given bandwidth, engine warm-up) drives the cluster: a new node appears after the modelled boot
+time, and every model-server pod becomes Ready after its modelled start-up (KWOK honours the
+annotation the operator puts on it), all scaled by `simulatedTimeScale`. The benchmark measures
+the time from a scale-up (replicas 1 -> 2) to two Ready replicas:
+
+* cold: no free node, so boot + image + remote weights + warm-up;
+* warm: `preload: {mode: NodeLocal, warmNodes: 1}`: a placeholder keeps a node provisioned and
+  the weights are on its disk, so only local weight load + warm-up remain;
+
+and compares the measured ratio with the ratio the model predicts. Results go to
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.report import write_section
+from modelplane.api.enums import Precision
+from modelplane.autoscaling.simulator import ColdStartModel
+from modelplane.catalog.models import get_model
+from modelplane.catalog.sizing import weights_gib
+from modelplane.commands import accelerator_classes_yaml
+from modelplane.localcluster import LocalCluster, load_layout
+from modelplane.localcluster.harness import OperatorProcess
+
+REPO = Path(__file__).resolve().parents[2]
+SCALE = 0.05
+
+
+def md(ns: str, name: str, preload: dict[str, Any] | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "tier": "OnDemand",
+        "model": {"catalog": "llama-v3p3-70b-instruct"},
+        "engine": {"precision": "FP8", "maxContextLength": 8192},
+        "accelerator": {"class": "nvidia-h200-141gb", "count": 8},
+        "replicas": {"min": 1, "max": 2, "pinned": 1},
+    }
+    if preload:
+        spec["preload"] = preload
+    return {
+        "apiVersion": "modelplane.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def ready(cluster: LocalCluster, ns: str, name: str) -> int:
+    pods = json.loads(
+        cluster.kubectl(
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            f"modelplane.io/deployment={name},app.kubernetes.io/component=model-server",
+            "-o",
+            "json",
+        )
+    )["items"]
+    return sum(
+        1
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+    )
+
+
+def wait(pred: Any, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def measure(cluster: LocalCluster, ns: str, name: str, preload: dict[str, Any] | None) -> float:
+    doc = md(ns, name, preload)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    wait(lambda: ready(cluster, ns, name) == 1, 180, f"{name}: 1 Ready")
+    if preload:
+
+        def warm() -> bool:
+            st = json.loads(cluster.kubectl("get", "mdep", name, "-n", ns, "-o", "json")).get(
+                "status", {}
+            )
+            pre = st.get("preload", {})
+            return (
+                pre.get("classNodes", 0) >= 2
+                and pre.get("cachedNodes") == pre.get("classNodes")
+                and ready(cluster, ns, name) == 1
+            )
+
+        wait(warm, 180, f"{name}: cache warm")
+        time.sleep(2)  # let the rollout to cached nodes settle
+        wait(lambda: ready(cluster, ns, name) == 1, 60, f"{name}: settled")
+    doc["spec"]["replicas"]["pinned"] = 2
+    t0 = time.monotonic()
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    wait(lambda: ready(cluster, ns, name) == 2, 180, f"{name}: 2 Ready")
+    took = time.monotonic() - t0
+    cluster.kubectl("delete", "mdep", name, "-n", ns, "--wait=true")
+    wait(lambda: ready(cluster, ns, name) == 0, 60, f"{name}: gone")
+    return took
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    layout = load_layout().with_overrides(
+        ["system=1", "p5e.48xlarge=1"]
+        + [
+            f"{t}=0"
+            for t in (
+                "p5.48xlarge",
+                "p4de.24xlarge",
+                "p4d.24xlarge",
+                "g6e.12xlarge",
+                "g6.12xlarge",
+                "g6.xlarge",
+                "g5.xlarge",
+            )
+        ]
+    )
+    root = Path(tempfile.mkdtemp(prefix="modelplane-coldstart-"))
+    cluster = LocalCluster("coldstart", state_root=root, layout=layout, die_with_parent=True)
+    colds: list[float] = []
+    warms: list[float] = []
+    try:
+        cluster.up(crd_dirs=[REPO / "crds"], timeout=300)
+        cluster.kubectl(
+            "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
+        )
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=yaml.safe_dump(
+                {
+                    "apiVersion": "scheduling.k8s.io/v1",
+                    "kind": "PriorityClass",
+                    "metadata": {"name": "modelplane-placeholder"},
+                    "value": -10,
+                    "preemptionPolicy": "Never",
+                }
+            ),
+        )
+        ns = "bench"
+        cluster.kubectl("create", "namespace", ns)
+        op = OperatorProcess(
+            cluster,
+            [ns],
+            provider="simulated",
+            MODELPLANE_SIMULATED_TIME_SCALE=str(SCALE),
+            MODELPLANE_SIMULATED_IDLE_SECONDS="3",
+            MODELPLANE_LOG_LEVEL="INFO",
+        )
+        with op:
+            for i in range(args.repeats):
+                # Cold first: the class has one node, so the second replica needs a new one.
+                wait(
+                    lambda: (
+                        int(
+                            cluster.kubectl(
+                                "get", "nodes", "-l", "modelplane.io/provisioned-by", "--no-headers"
+                            ).count("\n")
+                        )
+                        == 0
+                    ),
+                    120,
+                    "idle nodes removed",
+                )
+                colds.append(measure(cluster, ns, f"cold-{i}", None))
+                warms.append(
+                    measure(cluster, ns, f"warm-{i}", {"mode": "NodeLocal", "warmNodes": 1})
+                )
+                print(f"run {i}: cold {colds[-1]:.2f}s warm {warms[-1]:.2f}s", file=sys.stderr)
+    finally:
+        cluster.down()
+    m = ColdStartModel()
+    gb = weights_gib(get_model("llama-v3p3-70b-instruct"), Precision.FP8) * 1.073741824
+    cold_model = m.breakdown(gb)
+    warm_model = m.breakdown(gb, warm_node=True, image_cached=True, weights_cached=True)
+    predicted = cold_model.total_s / warm_model.total_s
+    cold_med, warm_med = statistics.median(colds), statistics.median(warms)
+    measured = cold_med / warm_med
+    text = "\n".join(
+        [
+            "## Cold start: scale-up with and without preloading (local cluster)",
+            "",
+            f"Command: `uv run python -m benchmarks.coldstart.run --repeats {args.repeats}` — Llama 3.3 70B FP8 "
+            f"({gb:.0f} GB of weights) on 8 x H200 per replica; the cold-start model's times scaled by {SCALE} on the cluster.",
+            "",
+            "| path | model (unscaled) | model x scale | measured on the cluster (median) |",
+            "|---|---|---|---|",
+            f"| cold: new node + image pull + remote weights + warm-up | {cold_model.total_s:.0f} s "
+            f"(node {cold_model.node_s:.0f} + image {cold_model.image_s:.0f} + weights {cold_model.weights_s:.0f} + warm-up {cold_model.warmup_s:.0f}) "
+            f"| {cold_model.total_s * SCALE:.2f} s | {cold_med:.2f} s |",
+            f"| warm node + NodeLocal cache: local weights + warm-up | {warm_model.total_s:.0f} s "
+            f"(weights {warm_model.weights_s:.0f} + warm-up {warm_model.warmup_s:.0f}) | {warm_model.total_s * SCALE:.2f} s | {warm_med:.2f} s |",
+            f"| **ratio cold / warm** | **{predicted:.2f}** | | **{measured:.2f}** |",
+            "",
+            f"Runs (cold, warm): {', '.join(f'({c:.2f}, {w:.2f})' for c, w in zip(colds, warms, strict=True))}. "
+            "The measured times add the control plane's own latency (scheduling, preemption of the "
+            "placeholder, the simulated provider's 1 s tick) to the modelled ones.",
+        ]
+    )
+    print(text)
+    write_section("coldstart", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
