@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from kubernetes import client
@@ -80,6 +81,28 @@ class Kube:
                 out[it["metadata"]["name"]] = AcceleratorClassSpec.model_validate(it["spec"])
             except ValueError as e:  # a class the schema allowed but we cannot use
                 log.warning("ignoring AcceleratorClass %s: %s", it["metadata"]["name"], e)
+        return out
+
+    def model_deployments(self, namespaces: Sequence[str] = ()) -> list[ModelDeployment]:
+        """Live ModelDeployments in `namespaces` (all when empty); unparsable ones skipped."""
+        items: list[dict[str, Any]] = []
+        if namespaces:
+            for ns in namespaces:
+                items += self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, ns, "modeldeployments"
+                )["items"]
+        else:
+            items = self.custom.list_cluster_custom_object(GROUP, VERSION, "modeldeployments")[
+                "items"
+            ]
+        out = []
+        for it in items:
+            if it["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                out.append(ModelDeployment.model_validate(it))
+            except ValueError as e:
+                log.warning("skipping %s: %s", it["metadata"].get("name"), e)
         return out
 
     def _annotation_hash(self, obj: Any) -> str | None:

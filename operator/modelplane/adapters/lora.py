@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelplane.api.enums import AdapterStrategy, Tier
-from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
+from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders.objects import LABEL_DEPLOYMENT
 from modelplane.reconcile.core import AdapterView
 
@@ -118,24 +118,8 @@ class LoraLoop:
         self.namespaces = tuple(namespaces)
 
     def _mds(self) -> list[ModelDeployment]:
-        c = self.kube.custom
-        items: list[dict[str, Any]] = []
-        if self.namespaces:
-            for ns in self.namespaces:
-                items += c.list_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments")[
-                    "items"
-                ]
-        else:
-            items = c.list_cluster_custom_object(GROUP, VERSION, "modeldeployments")["items"]
-        out = []
-        for it in items:
-            if it["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                out.append(ModelDeployment.model_validate(it))
-            except ValueError:
-                continue
-        return out
+        mds: list[ModelDeployment] = self.kube.model_deployments(self.namespaces)
+        return mds
 
     def round(self) -> None:
         mds = self._mds()

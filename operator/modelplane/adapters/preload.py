@@ -21,7 +21,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from modelplane.api.enums import PreloadMode, Tier
-from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
+from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders import preload as pl
 from modelplane.builders.objects import BuildContext, node_selector
 from modelplane.builders.resolve import ResolveError, resolve
@@ -50,27 +50,13 @@ class PreloadLoop:
         self.namespaces = tuple(namespaces)
 
     def _mds(self) -> list[ModelDeployment]:
-        c = self.kube.custom
-        items: list[dict[str, Any]] = []
-        if self.namespaces:
-            for ns in self.namespaces:
-                items += c.list_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments")[
-                    "items"
-                ]
-        else:
-            items = c.list_cluster_custom_object(GROUP, VERSION, "modeldeployments")["items"]
         out = []
-        for it in items:
-            try:
-                md = ModelDeployment.model_validate(it)
-            except ValueError:
-                continue
+        for md in self.kube.model_deployments(self.namespaces):
             pre = md.spec.preload
             if (
                 pre is not None
                 and pre.mode == PreloadMode.NODE_LOCAL
                 and md.spec.tier == Tier.ON_DEMAND
-                and not it["metadata"].get("deletionTimestamp")
             ):
                 out.append(md)
         return out
