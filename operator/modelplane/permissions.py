@@ -101,9 +101,16 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "batch",
         "jobs",
-        ("list", "create", "patch"),
+        ("get", "list", "create", "patch"),
         True,
-        "NodeLocal preload: one cache Job per node downloads the weights",
+        "preload: a cache Job per node (NodeLocal) or one fill Job (SharedVolume)",
+    ),
+    Permission(
+        "",
+        "persistentvolumeclaims",
+        ("get", "create", "patch"),
+        True,
+        "SharedVolume preload: the claim the weights are filled into once",
     ),
     Permission(
         "karpenter.sh",

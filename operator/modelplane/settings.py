@@ -75,6 +75,9 @@ class OperatorSettings(BaseSettings):
         default="modelplane-placeholder",
         description="PriorityClass of warm-node placeholder pods (the chart installs it).",
     )
+    shared_volume_storage_class: str = Field(
+        default="", description="StorageClass of SharedVolume weight claims; empty: the default."
+    )
     cluster_domain: str = Field(
         default="cluster.local", description="DNS suffix for endpoint URLs."
     )

@@ -16,6 +16,7 @@ from modelplane.localcluster.harness import audit_events
 from modelplane.permissions import PERMISSIONS, required
 from tests.conftest import ChartIdentity
 from tests.helpers import put_load, wait_for
+from tests.integration.test_preload import static_pv
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +118,17 @@ def _exercise(cluster: LocalCluster, ns: str, run_operator: Any, provider: str, 
         )
         cluster.kubectl("delete", "mdep", name, "-n", ns)
         if provider == "simulated":
+            # SharedVolume: a claim filled once by a Job, mounted read-only.
+            pv = static_pv(f"pv-{ns}"[:60])
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
+            shared = _md(ns, "shared", preload={"mode": "SharedVolume"})
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(shared))
+            wait_for(
+                lambda: _phase(cluster, ns, "shared") == "Ready", timeout=120, what="shared Ready"
+            )
+            cluster.kubectl("delete", "mdep", "shared", "-n", ns)
+            cluster.kubectl("delete", "pvc", "--all", "-n", ns, "--wait=false")
+            cluster.kubectl("delete", "pv", pv["metadata"]["name"], "--wait=false")
             # A Serverless tenant comes and goes: its shared backend is created, then removed.
             tenant = _md(ns, "tenant", tier="Serverless")
             del tenant["spec"]["accelerator"]

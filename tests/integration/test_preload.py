@@ -140,3 +140,81 @@ def test_warm_scale_up_beats_cold_and_pods_require_cached_nodes(
         # A warm scale-up skips node boot, image pull and the remote weight download.
         assert warm_s < cold_s, (warm_s, cold_s)
         print(f"\ncold scale-up {cold_s:.1f}s, warm {warm_s:.1f}s, ratio {cold_s / warm_s:.2f}")
+
+
+def static_pv(name: str) -> dict[str, Any]:
+    """A pre-provisioned volume (the local cluster has no storage provisioner)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "500Gi"},
+            "accessModes": ["ReadOnlyMany", "ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": f"/var/lib/modelplane-test/{name}"},
+        },
+    }
+
+
+def test_shared_volume_filled_once_mounted_read_only_and_retained(
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
+) -> None:
+    cluster.kubectl(
+        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
+    )
+    core = client.CoreV1Api(api)
+    pv = f"pv-{namespace}"[:60]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(static_pv(pv)))
+    doc = md(namespace, "shared", 2, {"mode": "SharedVolume"})
+    doc["spec"]["accelerator"] = {"class": "nvidia-h100-80gb", "count": 2}
+    try:
+        with run_operator([namespace], "simulated"):
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+            custom = client.CustomObjectsApi(api)
+
+            def filled() -> dict[str, Any] | None:
+                obj = custom.get_namespaced_custom_object(
+                    "modelplane.io", "v1alpha1", namespace, "modeldeployments", "shared"
+                )
+                st: dict[str, Any] = obj.get("status") or {}
+                ok = (st.get("preload") or {}).get("cachedNodes") == 1 and st.get(
+                    "phase"
+                ) == "Ready"
+                return st if ok else None
+
+            try:
+                wait_for(filled, timeout=90, what="volume filled and Ready")
+            except AssertionError:
+                obj = custom.get_namespaced_custom_object(
+                    "modelplane.io", "v1alpha1", namespace, "modeldeployments", "shared"
+                )
+                print("STATUS", json.dumps(obj.get("status")))
+                print(
+                    "PVC", cluster.kubectl("get", "pvc,pv,job,pods", "-n", namespace, "-o", "wide")
+                )
+                raise
+            claims = core.list_namespaced_persistent_volume_claim(namespace).items
+            assert len(claims) == 1 and claims[0].status.phase == "Bound"
+            assert claims[0].spec.access_modes[0] == "ReadOnlyMany"
+            jobs = client.BatchV1Api(api).list_namespaced_job(namespace).items
+            assert [j.metadata.name for j in jobs] == [
+                f"fill-{claims[0].metadata.name.split('-', 1)[1]}"
+            ]
+            assert jobs[0].status.succeeded == 1
+            pods = ready_pods(core, namespace, "shared")
+            assert len(pods) == 2
+            for p in pods:
+                mount = next(m for m in p.spec.containers[0].volume_mounts if m.name == "weights")
+                assert mount.read_only and mount.mount_path == "/models/shared"
+                assert p.spec.containers[0].args[0] == "/models/shared"
+            cluster.kubectl("delete", "mdep", "shared", "-n", namespace, "--wait=true")
+            wait_for(
+                lambda: not ready_pods(core, namespace, "shared"), timeout=60, what="pods gone"
+            )
+            # retainCache (default true): the filled volume stays for the next deployment.
+            assert core.read_namespaced_persistent_volume_claim(claims[0].metadata.name, namespace)
+    finally:
+        cluster.kubectl("delete", "pvc", "--all", "-n", namespace, "--wait=false", check=False)
+        cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)

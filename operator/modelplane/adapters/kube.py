@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from modelplane.api.enums import AdapterStrategy, Tier
+from modelplane.api.enums import AdapterStrategy, PreloadMode, Tier
 from modelplane.api.v1alpha1 import GROUP, VERSION, AcceleratorClassSpec, ModelDeployment
 from modelplane.builders import serverless
 from modelplane.builders.objects import (
@@ -31,7 +31,7 @@ from modelplane.builders.objects import (
     LABEL_DEPLOYMENT,
     build_nodepool,
 )
-from modelplane.builders.preload import PreloadView
+from modelplane.builders.preload import PreloadView, cache_key
 from modelplane.builders.resolve import ResolveError, resolve
 from modelplane.reconcile.core import (
     AdapterView,
@@ -52,6 +52,8 @@ _KINDS = {
     "Service": ("v1", "Service"),
     "TenantService": ("v1", "Service"),
     "WarmPool": ("apps/v1", "Deployment"),
+    "WeightsClaim": ("v1", "PersistentVolumeClaim"),
+    "FillJob": ("batch/v1", "Job"),
     "PodDisruptionBudget": ("policy/v1", "PodDisruptionBudget"),
 }
 
@@ -185,12 +187,12 @@ class Kube:
         hashes["PodDisruptionBudget"] = self._hash_of(
             policy.read_namespaced_pod_disruption_budget, target, target_ns
         )
-        if (
-            md.spec.preload is not None and md.spec.preload.warm_nodes
-        ) or md.spec.preload is not None:
+        if md.spec.preload is not None:
             hashes["WarmPool"] = self._hash_of(
                 self.apps.read_namespaced_deployment, f"{name}-warm", ns
             )
+            if md.spec.preload.mode == PreloadMode.SHARED_VOLUME:
+                preload = self._shared_volume(md, classes, hashes)
         pods = self.core.list_namespaced_pod(
             target_ns,
             label_selector=f"{LABEL_DEPLOYMENT}={target},{LABEL_COMPONENT}={COMPONENT_SERVER}",
@@ -211,6 +213,35 @@ class Kube:
             lora_demand=lora_demand,
             preload=preload,
         )
+
+    def _shared_volume(
+        self,
+        md: ModelDeployment,
+        classes: dict[str, AcceleratorClassSpec],
+        hashes: dict[str, str | None],
+    ) -> PreloadView | None:
+        """The SharedVolume claim and its fill Job: hashes, and whether the weights are in."""
+        try:
+            r = resolve(md, classes)
+        except ResolveError:
+            return None
+        ns = md.metadata.namespace or "default"
+        key = cache_key(r)
+        hashes["WeightsClaim"] = self._hash_of(
+            self.core.read_namespaced_persistent_volume_claim, f"weights-{key}", ns
+        )
+        try:
+            job = client.BatchV1Api(self.api).read_namespaced_job(f"fill-{key}", ns)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            hashes["FillJob"] = None
+            return PreloadView(0, 1, 0, "creating the fill Job")
+        hashes["FillJob"] = self._annotation_hash(job) or "unowned"
+        done = (job.status.succeeded or 0) > 0
+        failed = (job.status.failed or 0) > (job.spec.backoff_limit or 0)
+        msg = f"fill Job {job.metadata.name} failed" if failed else None
+        return PreloadView(1 if done else 0, 1, 0 if done else 1, msg)
 
     def _hash_of(self, reader: Any, name: str, namespace: str) -> str | None:
         try:

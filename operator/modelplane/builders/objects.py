@@ -12,7 +12,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from modelplane.api.enums import CapacityProvider, EngineType, Precision, SpeculativeMode, Task
+from modelplane.api.enums import (
+    CapacityProvider,
+    EngineType,
+    Precision,
+    PreloadMode,
+    SpeculativeMode,
+    Task,
+)
 from modelplane.api.v1alpha1 import AcceleratorClassSpec
 from modelplane.builders.resolve import Resolved
 from modelplane.catalog.accelerators import (
@@ -52,6 +59,8 @@ class BuildContext:
     time_scale: float = 0.05
     #: PriorityClass of warm-node placeholder pods.
     placeholder_priority_class: str = "modelplane-placeholder"
+    #: StorageClass of SharedVolume claims ("" = the cluster's default).
+    shared_volume_storage_class: str = ""
 
 
 def labels(r: Resolved, component: str = COMPONENT_SERVER) -> dict[str, str]:
@@ -108,6 +117,8 @@ def model_argument(r: Resolved) -> str:
     """How the engine is told where the weights are."""
     if r.merged_adapters:
         return f"{CACHE_MOUNT}/merged"
+    if r.preload_mode == PreloadMode.SHARED_VOLUME and r.scheme == "hf":
+        return "/models/shared"  # filled once by the fill Job, mounted read-only
     scheme, _, rest = r.uri.partition("://")
     if scheme == "hf":
         return rest
@@ -277,7 +288,7 @@ def build_deployment(r: Resolved, ctx: BuildContext, *, cache_warm: bool = False
         volumes.append(
             {"name": "weights", "image": {"reference": rest, "pullPolicy": "IfNotPresent"}}
         )
-    container = {
+    container: dict[str, Any] = {
         "name": "server",
         "image": r.image,
         "command": list(p.command),
@@ -367,6 +378,33 @@ def build_deployment(r: Resolved, ctx: BuildContext, *, cache_warm: bool = False
     node_local = preload.wants_node_local(r.preload_mode)
     if node_local:
         pod_spec["affinity"] = preload.node_local_affinity(r, cache_warm)
+    if preload.wants_shared_volume(r.preload_mode):
+        container["volumeMounts"].append(
+            {"name": "weights", "mountPath": preload.SHARED_MOUNT, "readOnly": True}
+        )
+        pod_spec["volumes"].append(
+            {
+                "name": "weights",
+                "persistentVolumeClaim": {"claimName": preload.claim_name(r), "readOnly": True},
+            }
+        )
+        # Wait until the fill Job has written the complete marker.
+        marker = f"{preload.SHARED_MOUNT}/{preload.COMPLETE_MARKER}"
+        pod_spec.setdefault("initContainers", []).append(
+            {
+                "name": "wait-for-weights",
+                "image": r.image,
+                "command": [
+                    "python3",
+                    "-c",
+                    f"import os, time\nwhile not os.path.exists({marker!r}): time.sleep(5)",
+                ],
+                "volumeMounts": [
+                    {"name": "weights", "mountPath": preload.SHARED_MOUNT, "readOnly": True}
+                ],
+                "securityContext": container["securityContext"],
+            }
+        )
     if ctx.simulate_startup:
         cached = node_local and cache_warm
         annotations[preload.ANNOTATION_SIMULATED_STARTUP] = (

@@ -130,11 +130,7 @@ def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]
     pod_annotations = {}
     if ctx.simulate_startup:
         pod_annotations[ANNOTATION_SIMULATED_STARTUP] = f"{download_ms(r, ctx)}ms"
-    # No modelplane.io/deployment label: cache pods are not replicas of the model.
-    meta_labels = {
-        **{k: v for k, v in labels(r, component="weight-cache").items() if k != LABEL_DEPLOYMENT},
-        LABEL_CACHE_KEY: key,
-    }
+    meta_labels = {**_cache_labels(r), LABEL_CACHE_KEY: key}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -191,20 +187,66 @@ def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]
     }
 
 
-def build_shared_volume_claim(r: Resolved, ctx: BuildContext, size_gib: int) -> dict[str, Any]:
+SHARED_MOUNT = "/models/shared"
+COMPLETE_MARKER = ".modelplane-complete"
+
+
+def claim_name(r: Resolved) -> str:
+    return f"weights-{cache_key(r)}"
+
+
+def build_shared_volume_claim(r: Resolved, ctx: BuildContext) -> dict[str, Any]:
+    """The claim the weights are filled into once, then mounted read-only by every replica."""
+    size = max(int(weights_gb(r) / 1.073741824 * 1.2) + 1, 1)
+    spec: dict[str, Any] = {
+        # ReadOnlyMany for the replicas; the fill Job writes it once from a single node.
+        "accessModes": ["ReadOnlyMany", "ReadWriteOnce"],
+        "resources": {"requests": {"storage": f"{size}Gi"}},
+    }
+    if ctx.shared_volume_storage_class:
+        spec["storageClassName"] = ctx.shared_volume_storage_class
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {
-            "name": f"weights-{cache_key(r)}",
+            "name": claim_name(r),
             "namespace": r.namespace,
-            "labels": labels(r, component="weight-cache"),
+            "labels": {**_cache_labels(r), LABEL_CACHE_KEY: cache_key(r)},
         },
-        "spec": {
-            "accessModes": ["ReadOnlyMany"],
-            "resources": {"requests": {"storage": f"{size_gib}Gi"}},
-        },
+        "spec": spec,
     }
+
+
+def _cache_labels(r: Resolved) -> dict[str, str]:
+    """Labels of cache objects: no modelplane.io/deployment (they are not replicas)."""
+    return {k: v for k, v in labels(r, component="weight-cache").items() if k != LABEL_DEPLOYMENT}
+
+
+def build_fill_job(r: Resolved, ctx: BuildContext) -> dict[str, Any]:
+    """Fill the shared claim once; the marker file tells replicas the weights are complete."""
+    job = build_cache_job(r, "shared", ctx)
+    key = cache_key(r)
+    job["metadata"]["name"] = f"fill-{key}"
+    job["metadata"]["labels"].pop(LABEL_CACHE_NODE, None)
+    pod = job["spec"]["template"]["spec"]
+    del pod["nodeName"]
+    pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    c = pod["containers"][0]
+    c["args"] = [*c["args"][:2], SHARED_MOUNT]
+    c["command"] = [
+        "python3",
+        "-c",
+        c["command"][2] + f"; open(sys.argv[3] + '/{COMPLETE_MARKER}', 'w').close()",
+    ]
+    c["volumeMounts"] = [
+        {"name": "weights", "mountPath": SHARED_MOUNT},
+        {"name": "hf", "mountPath": CACHE_MOUNT},
+    ]
+    pod["volumes"] = [
+        {"name": "weights", "persistentVolumeClaim": {"claimName": claim_name(r)}},
+        {"name": "hf", "emptyDir": {}},
+    ]
+    return job
 
 
 def build_warm_pool(r: Resolved, n: int, ctx: BuildContext) -> dict[str, Any] | None:
@@ -265,3 +307,7 @@ def build_warm_pool(r: Resolved, n: int, ctx: BuildContext) -> dict[str, Any] | 
 
 def wants_node_local(mode: PreloadMode | None) -> bool:
     return mode == PreloadMode.NODE_LOCAL
+
+
+def wants_shared_volume(mode: PreloadMode | None) -> bool:
+    return mode == PreloadMode.SHARED_VOLUME

@@ -29,7 +29,12 @@ from modelplane.builders.objects import (
     owner_reference,
     selector_string,
 )
-from modelplane.builders.preload import PreloadView, build_warm_pool
+from modelplane.builders.preload import (
+    PreloadView,
+    build_fill_job,
+    build_shared_volume_claim,
+    build_warm_pool,
+)
 from modelplane.builders.resolve import Resolved, ResolveError, resolve, resolve_fine_tuned
 
 CONDITION_TYPES = ("Ready", "CapacityAvailable", "WeightsReady", "Progressing")
@@ -204,6 +209,17 @@ def plan(obs: Observed) -> Plan:
         ("PodDisruptionBudget", build_pdb(r, obs.ctx)),
         ("WarmPool", build_warm_pool(r, r.warm_nodes, obs.ctx)),
     )
+    if r.preload_mode == PreloadMode.SHARED_VOLUME:
+        claim = build_shared_volume_claim(r, obs.ctx)
+        # The filled volume outlives the ModelDeployment unless retainCache is false.
+        claim = _hashed(claim) if r.retain_cache else _stamp(claim, md)
+        if claim["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.children_hashes.get(
+            "WeightsClaim"
+        ):
+            p.apply.append(claim)
+        fill = _stamp(build_fill_job(r, obs.ctx), md)
+        if obs.children_hashes.get("FillJob") is None:  # a Job's template is immutable
+            p.apply.append(fill)
     for kind, obj in children:
         have = obs.children_hashes.get(kind)
         if obj is None:

@@ -234,6 +234,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             simulate_startup=s.capacity_provider == CapacityProvider.SIMULATED,
             time_scale=s.simulated_time_scale,
             placeholder_priority_class=s.placeholder_priority_class,
+            shared_volume_storage_class=s.shared_volume_storage_class,
         ),
     )
     memo["runtime"] = rt
