@@ -19,7 +19,6 @@ from kubernetes.client.rest import ApiException
 
 from modelplane.api.durations import parse_duration
 from modelplane.api.v1alpha1 import AcceleratorClassSpec
-from modelplane.builders.objects import LABEL_DEPLOYMENT
 from modelplane.catalog import accelerators as acc
 from modelplane.catalog.accelerators import LABEL_ACCELERATOR_CLASS, LABEL_ZONE
 
@@ -45,7 +44,8 @@ class SimulatedCapacity:
     def tick(self) -> None:
         now = self.clock()
         classes = self.classes()
-        pods = self.core.list_pod_for_all_namespaces(label_selector=LABEL_DEPLOYMENT).items
+        # Model servers and warm-node placeholders both carry their accelerator class.
+        pods = self.core.list_pod_for_all_namespaces(label_selector=LABEL_ACCELERATOR_CLASS).items
         waiting: dict[str, list[int]] = {}
         busy_nodes: set[str] = set()
         for p in pods:

@@ -29,7 +29,7 @@ from modelplane.builders.objects import (
     node_selector,
 )
 from modelplane.builders.resolve import Resolved
-from modelplane.catalog.accelerators import GPU_RESOURCE
+from modelplane.catalog.accelerators import GPU_RESOURCE, LABEL_ACCELERATOR_CLASS
 
 CACHE_ROOT = "/var/lib/modelplane/cache"
 CACHE_LABEL_PREFIX = "cache.modelplane.io/"
@@ -266,7 +266,14 @@ def build_warm_pool(r: Resolved, n: int, ctx: BuildContext) -> dict[str, Any] | 
             "replicas": n,
             "selector": {"matchLabels": sel},
             "template": {
-                "metadata": {"labels": {**sel, "app.kubernetes.io/managed-by": "modelplane"}},
+                "metadata": {
+                    "labels": {
+                        **sel,
+                        "app.kubernetes.io/managed-by": "modelplane",
+                        # Capacity providers provision for placeholders as for model servers.
+                        LABEL_ACCELERATOR_CLASS: r.accelerator_class,
+                    }
+                },
                 "spec": {
                     "priorityClassName": ctx.placeholder_priority_class,
                     "terminationGracePeriodSeconds": 0,
