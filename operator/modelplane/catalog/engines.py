@@ -3,7 +3,7 @@
 The builders turn a ModelDeployment into container args; this module only says *how each engine
 spells things*, so that layer stays a pure function of (spec, catalog entry, profile).
 
-Sources (see /work/shared/notes/engines.md, checked Aug 2026):
+Sources (the engines' own documentation and source, checked Aug 2026):
 * vLLM 0.33.0 (latest on PyPI): ``vllm serve <model>`` with the model positional (``--model`` is
   deprecated for ``serve``), port 8000, ``/health`` (503 when the engine is dead), ``/metrics``
   on the same port, ``--runner pooling`` for embeddings (``--task`` is rejected since 0.13),

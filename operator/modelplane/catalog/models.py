@@ -11,7 +11,7 @@ Where the numbers come from
 * Parameter counts are the totals shown on the model cards / safetensors metadata
   (e.g. Llama 3.1 8B = 8.03B, DeepSeek-V3 = 671B main model, 37B active, MTP head excluded).
 * Tool-call parser names, the multimodal-limit JSON form and which engine still implements an
-  architecture come from /work/shared/notes/engines.md (vLLM and SGLang sources): vLLM removed
+  architecture come from the vLLM and SGLang sources and docs: vLLM removed
   ``MllamaForConditionalGeneration`` (Llama 3.2 Vision) after v0.10.2, so those two models default
   to SGLang here; firefunction-v2 emits ``functools[...]`` which no vLLM/SGLang parser reads.
 * Ids follow the Fireworks ``accounts/fireworks/models/<id>`` naming so migrating clients keep
