@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelplane.localcluster.harness import OperatorProcess, apiserver_writes, audit_writes
+from modelplane.localcluster.harness import OperatorProcess, audit_writes
 
 
 def wait_for(
@@ -25,7 +25,7 @@ def wait_for(
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "OperatorProcess", "apiserver_writes", "audit_writes", "wait_for"]
+__all__ = ["REPO", "OperatorProcess", "audit_writes", "wait_for"]
 
 
 def put_load(fleet_url: str, namespace: str, name: str, rps: float) -> None:

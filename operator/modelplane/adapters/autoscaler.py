@@ -50,7 +50,7 @@ from pydantic import ValidationError
 from modelplane.adapters.kube import Kube, now_rfc3339
 from modelplane.api.durations import parse_duration
 from modelplane.api.enums import Tier
-from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment, Replicas
+from modelplane.api.v1alpha1 import ModelDeployment, Replicas
 from modelplane.autoscaling.metrics import (
     FleetCollector,
     HttpPodScraper,
@@ -273,16 +273,7 @@ class KubeCluster:
     namespaces: Sequence[str] = ()
 
     def model_deployments(self) -> list[dict[str, Any]]:
-        c = self.kube.custom
-        if not self.namespaces:
-            items: list[dict[str, Any]] = c.list_cluster_custom_object(
-                GROUP, VERSION, "modeldeployments"
-            )["items"]
-            return items
-        out: list[dict[str, Any]] = []
-        for ns in self.namespaces:
-            out += c.list_namespaced_custom_object(GROUP, VERSION, ns, "modeldeployments")["items"]
-        return out
+        return self.kube.model_deployment_bodies(self.namespaces)
 
     def deployment_replicas(self, namespace: str, name: str) -> int | None:
         try:

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -144,7 +145,7 @@ class SimulatedCapacity:
                 gpu_family=spec.gpu_family or "unknown",
                 memory_gib=spec.gpu_memory_gi_b,
                 memory_mib=spec.gpu_memory_mi_b or spec.gpu_memory_gi_b * 1024,
-                price_per_gpu_hour=__import__("decimal").Decimal(spec.price_per_gpu_hour),
+                price_per_gpu_hour=Decimal(spec.price_per_gpu_hour),
                 shapes=(shape,),
             )
         self._seq += 1

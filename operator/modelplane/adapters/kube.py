@@ -41,6 +41,7 @@ from modelplane.reconcile.core import (
     Observed,
     Plan,
     PodView,
+    content_hash,
     status_changed,
     status_patch,
 )
@@ -85,20 +86,24 @@ class Kube:
                 log.warning("ignoring AcceleratorClass %s: %s", it["metadata"]["name"], e)
         return out
 
+    def model_deployment_bodies(self, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """ModelDeployment objects as the API returns them, in `namespaces` (all when empty)."""
+        if not namespaces:
+            items: list[dict[str, Any]] = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, "modeldeployments"
+            )["items"]
+            return items
+        out: list[dict[str, Any]] = []
+        for ns in namespaces:
+            out += self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, ns, "modeldeployments"
+            )["items"]
+        return out
+
     def model_deployments(self, namespaces: Sequence[str] = ()) -> list[ModelDeployment]:
         """Live ModelDeployments in `namespaces` (all when empty); unparsable ones skipped."""
-        items: list[dict[str, Any]] = []
-        if namespaces:
-            for ns in namespaces:
-                items += self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, ns, "modeldeployments"
-                )["items"]
-        else:
-            items = self.custom.list_cluster_custom_object(GROUP, VERSION, "modeldeployments")[
-                "items"
-            ]
         out = []
-        for it in items:
+        for it in self.model_deployment_bodies(namespaces):
             if it["metadata"].get("deletionTimestamp"):
                 continue
             try:
@@ -402,8 +407,6 @@ class Kube:
             np = build_nodepool(str(cls), spec)
             if np is None:
                 continue
-            from modelplane.reconcile.core import content_hash
-
             np["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = content_hash(np)
             have = existing.get(np["metadata"]["name"])
             if (

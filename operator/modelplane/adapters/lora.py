@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from modelplane.adapters.kube import pod_view
 from modelplane.api.enums import AdapterStrategy, Tier
 from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders.objects import LABEL_DEPLOYMENT
@@ -202,7 +203,5 @@ class LoraLoop:
 
 
 def _ready(pod: Any) -> bool:
-    if pod.metadata.deletion_timestamp is not None or not pod.spec.node_name:
-        return False
-    conds = (pod.status.conditions if pod.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conds)
+    v = pod_view(pod)
+    return v.ready and v.scheduled and not v.terminating

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modelplane.api.enums import PreloadMode, Tier
@@ -62,7 +63,7 @@ class PreloadLoop:
         return out
 
     def _jobs(self) -> dict[tuple[str, str], Any]:
-        batch = __import__("kubernetes").client.BatchV1Api(self.kube.api)
+        batch = client.BatchV1Api(self.kube.api)
         found = []
         for ns in self.namespaces or (None,):
             if ns is None:

@@ -28,10 +28,7 @@ GROUP = "modelplane.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-#: Go-style duration, as Kubernetes and Fireworks write windows: 30s, 10m, 1h, 1h30m.
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-URI_PATTERN = r"^(hf|s3|gs|pvc|oci)://[^\s]+$"
 
 
 def cel(rule: str, message: str, **extra: str) -> dict[str, str]:

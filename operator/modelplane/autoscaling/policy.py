@@ -35,12 +35,13 @@ signal except ``kv_cache_utilization``, which is the **average** across ready re
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from modelplane.api.durations import parse_duration as api_duration
 
 __all__ = [
     "TARGET_NAMES",
@@ -85,22 +86,16 @@ class Reason(StrEnum):
     NO_METRICS = "NoMetrics"
 
 
-_DURATION_RE = re.compile(
-    r"^\s*(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?\s*$"
-)
-
-
 def parse_duration(value: str | float | int) -> float:
-    """Parse ``"30s"``, ``"10m"``, ``"1h"``, ``"1h30m"`` or a number of seconds."""
+    """Parse ``"30s"``, ``"10m"``, ``"1h"``, ``"1h30m"`` (the API's grammar) or seconds."""
     if isinstance(value, bool):
         raise ValueError(f"duration must be like '30s', '10m' or '1h', got {value!r}")
     if isinstance(value, int | float):
         return float(value)
-    m = _DURATION_RE.match(value)
-    if not value.strip() or m is None or not any(m.groups()):
-        raise ValueError(f"duration must be like '30s', '10m' or '1h', got {value!r}")
-    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mi * 60 + s
+    try:
+        return api_duration(value.strip())
+    except ValueError:
+        raise ValueError(f"duration must be like '30s', '10m' or '1h', got {value!r}") from None
 
 
 def _fmt_s(seconds: float) -> str:

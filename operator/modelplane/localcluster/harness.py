@@ -122,27 +122,6 @@ class OperatorProcess:
         self.stop()
 
 
-def apiserver_writes(cluster: Any, resources: set[str]) -> float:
-    """Mutating requests the apiserver has served for `resources` (from its own /metrics)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    code, body = cluster.get("/metrics", timeout=10)
-    assert code == 200
-    total = 0.0
-    for fam in text_string_to_metric_families(body.decode()):
-        if fam.name != "apiserver_request":
-            continue
-        for s in fam.samples:
-            if s.name != "apiserver_request_total":
-                continue
-            if (
-                s.labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE", "APPLY")
-                and s.labels.get("resource") in resources
-            ):
-                total += s.value
-    return total
-
-
 MUTATING = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 

@@ -37,8 +37,6 @@ from modelplane.builders.preload import (
 )
 from modelplane.builders.resolve import Resolved, ResolveError, resolve, resolve_fine_tuned
 
-CONDITION_TYPES = ("Ready", "CapacityAvailable", "WeightsReady", "Progressing")
-
 
 @dataclass(frozen=True)
 class PodView:
@@ -51,7 +49,6 @@ class PodView:
     unschedulable_message: str | None = None
     node: str | None = None
     terminating: bool = False
-    current_revision: bool = True
 
 
 @dataclass(frozen=True)

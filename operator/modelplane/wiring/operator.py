@@ -304,20 +304,10 @@ def _resync_loop(rt: Runtime) -> None:
     interval = rt.settings.resync_interval_seconds
     while not rt.stop.wait(interval):
         try:
-            namespaces: list[str | None] = list(rt.settings.namespaces) or [None]
-            for ns in namespaces:
-                if ns is None:
-                    items = rt.kube.custom.list_cluster_custom_object(
-                        GROUP, VERSION, "modeldeployments"
-                    )
-                else:
-                    items = rt.kube.custom.list_namespaced_custom_object(
-                        GROUP, VERSION, ns, "modeldeployments"
-                    )
-                for it in items["items"]:
-                    meta = it["metadata"]
-                    if not meta.get("deletionTimestamp"):
-                        rt.trigger(meta["namespace"], meta["name"], delay=0)
+            for it in rt.kube.model_deployment_bodies(rt.settings.namespaces):
+                meta = it["metadata"]
+                if not meta.get("deletionTimestamp"):
+                    rt.trigger(meta["namespace"], meta["name"], delay=0)
             if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
                 rt.kube.sync_nodepools(rt.kube.accelerator_classes())
             rt.kube.sweep_backends(rt.settings.operator_namespace)
