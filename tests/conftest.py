@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from modelplane.localcluster import LocalCluster, ensure, load_layout
-from modelplane.localcluster.harness import OperatorProcess
+from modelplane_testbed.localcluster import LocalCluster, ensure, load_layout
+from modelplane_testbed.harness import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,7 +169,7 @@ def fleet_url(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator
         [
             sys.executable,
             "-m",
-            "modelplane.autoscaling.fleet",
+            "modelplane_testbed.fleet",
             "--kubeconfig",
             str(cluster.kubeconfig),
             "--port",

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelplane.localcluster.harness import OperatorProcess, audit_writes
+from modelplane_testbed.harness import OperatorProcess, audit_writes
 
 
 def wait_for(

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from modelplane.autoscaling.baselines import (
+from modelplane_testbed.baselines import (
     HpaController,
     KpaController,
     OracleController,
@@ -40,7 +40,7 @@ from modelplane.autoscaling.baselines import (
     StaticController,
 )
 from modelplane.autoscaling.policy import AutoscalingPolicy
-from modelplane.autoscaling.simulator import (
+from modelplane_testbed.simulator import (
     LLAMA3_70B_4XH100,
     ColdStartModel,
     Controller,
@@ -305,7 +305,7 @@ conv trace.
 
 ## Setup (identical for every policy)
 
-- Replica: Llama-3-70B BF16 on 4x H100 (TP4), `modelplane.autoscaling.simulator.
+- Replica: Llama-3-70B BF16 on 4x H100 (TP4), `modelplane_testbed.simulator.
   LLAMA3_70B_4XH100`: 17 ms per decode iteration + 0.05 ms per running sequence,
   prefill 0.08 ms/token, chunked prefill with 8192-token iterations, 256 sequences max.
   (Estimated from memory bandwidth and FLOPs; see the module docstring. The 8B model in

@@ -3,7 +3,7 @@
     uv run python -m benchmarks.coldstart.run [--repeats 3]
 
 Starts its own local cluster and the operator (simulated capacity). The cold-start model
-(`modelplane.autoscaling.simulator.ColdStartModel`: node boot, image pull, weight download at a
+(`modelplane_testbed.simulator.ColdStartModel`: node boot, image pull, weight download at a
 given bandwidth, engine warm-up) drives the cluster: a new node appears after the modelled boot
 time, and every model-server pod becomes Ready after its modelled start-up (KWOK honours the
 annotation the operator puts on it), all scaled by `simulatedTimeScale`. The benchmark measures
@@ -32,12 +32,12 @@ import yaml
 
 from benchmarks.report import write_section
 from modelplane.api.enums import Precision
-from modelplane.autoscaling.simulator import ColdStartModel
+from modelplane_testbed.simulator import ColdStartModel
 from modelplane.catalog.models import get_model
 from modelplane.catalog.sizing import weights_gib
 from modelplane.commands import accelerator_classes_yaml
-from modelplane.localcluster import LocalCluster, load_layout
-from modelplane.localcluster.harness import OperatorProcess
+from modelplane_testbed.localcluster import LocalCluster, load_layout
+from modelplane_testbed.harness import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 SCALE = 0.05

@@ -23,8 +23,8 @@ import yaml
 
 from benchmarks.report import write_section
 from modelplane.commands import accelerator_classes_yaml
-from modelplane.localcluster import LocalCluster, load_layout
-from modelplane.localcluster.harness import OperatorProcess, audit_writes
+from modelplane_testbed.localcluster import LocalCluster, load_layout
+from modelplane_testbed.harness import OperatorProcess, audit_writes
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -31,7 +31,6 @@ from modelplane.api.enums import CapacityProvider
 from modelplane.api.v1alpha1 import (
     DNS_LABEL,
     AcceleratorClassSpec,
-    SimulatedProvisioning,
     Toleration,
 )
 from modelplane.catalog.accelerators import (
@@ -133,8 +132,7 @@ class ChartValues(_Values):
     capacity_provider: CapacityProvider = Field(
         default=CapacityProvider.STATIC,
         description="How GPU capacity is obtained: karpenter (the operator creates Karpenter "
-        "NodePools), simulated (KWOK GPU nodes, the local cluster) or static (pre-provisioned "
-        "pools, only reported). Selects the provider's extra RBAC too.",
+        "NodePools) or static (pre-provisioned pools or a cluster autoscaler; only reported). Selects the provider's extra RBAC too.",
     )
     resync_interval_seconds: float = Field(
         default=60,
@@ -305,7 +303,6 @@ def default_accelerator_class(acc: Accelerator) -> dict[str, Any]:
                 },
                 "requirements": karpenter_requirements(acc),
             },
-            "simulated": SimulatedProvisioning().model_dump(by_alias=True, mode="json"),
         },
     }
 

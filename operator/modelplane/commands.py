@@ -1,4 +1,4 @@
-"""Subcommands beyond `cluster`: run, render, crds, demo."""
+"""Subcommands: run, render, crds."""
 
 from __future__ import annotations
 
@@ -137,117 +137,10 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- demo
-def _demo(args: argparse.Namespace) -> int:
-    """Local cluster -> CRDs + AcceleratorClasses -> operator -> examples -> watch until Ready."""
-    from modelplane.localcluster import LocalCluster, load_layout
-
-    cluster = LocalCluster(args.name, layout=load_layout())
-    cluster.up(crd_dirs=[REPO / "crds"])
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=PLATFORM_OBJECTS)
-    # The simulated engine fleet: vLLM metrics and LoRA endpoints for the KWOK model servers.
-    fleet_log = (cluster.log_dir / "fleet.log").open("ab")
-    fleet = subprocess.Popen(
-        [
-            sys.executable, "-m", "modelplane.autoscaling.fleet",
-            "--kubeconfig", str(cluster.kubeconfig), "--port", "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=fleet_log,
-        text=True,
-    )  # fmt: skip
-    assert fleet.stdout is not None
-    fleet_url = fleet.stdout.readline().strip().partition("=")[2]
-    env = {
-        **cluster.env(),
-        "MODELPLANE_CAPACITY_PROVIDER": "simulated",
-        "MODELPLANE_RESYNC_INTERVAL_SECONDS": "30",
-        "MODELPLANE_METRICS_PORT": "0",
-        "MODELPLANE_HEALTH_PORT": "0",
-        "MODELPLANE_METRICS_SOURCE": f"fleet:{fleet_url}",
-    }
-    log = (cluster.log_dir / "operator.log").open("ab")
-    op = subprocess.Popen(
-        [sys.executable, "-m", "modelplane.cli", "run"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    print(f"operator running (pid {op.pid}); logs in {cluster.log_dir}", file=sys.stderr)
-    try:
-        examples = Path(args.examples)
-        print(cluster.kubectl("apply", "-f", str(examples)), file=sys.stderr)
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
-            out = cluster.kubectl("get", "mdep", "-A")
-            lines = out.strip().splitlines()[1:]
-            ready = [ln for ln in lines if " Ready " in ln]
-            print(
-                f"\n[{time.strftime('%H:%M:%S')}] {len(ready)}/{len(lines)} Ready\n{out}",
-                file=sys.stderr,
-            )
-            if lines and len(ready) == len(lines):
-                print(cluster.kubectl("get", "mdep", "-A", "-o", "wide"))
-                print(
-                    cluster.kubectl(
-                        "get", "pods", "-A", "-l", "modelplane.io/deployment", "-o", "wide"
-                    )
-                )
-                return 0
-            time.sleep(3)
-        print("timed out waiting for every example to become Ready", file=sys.stderr)
-        return 1
-    finally:
-        op.terminate()
-        op.wait(timeout=30)
-        fleet.terminate()
-        fleet.wait(timeout=30)
-        log.close()
-        fleet_log.close()
-        if not args.keep:
-            cluster.down()
-        else:
-            print(f"cluster kept: export KUBECONFIG={cluster.kubeconfig}", file=sys.stderr)
-
-
-#: What the chart would install besides the operator: its namespace (shared Serverless
-#: backends live there) and the PriorityClass of warm-node placeholders.
-PLATFORM_OBJECTS = """\
-apiVersion: v1
-kind: Namespace
-metadata: {name: modelplane-system}
----
-apiVersion: scheduling.k8s.io/v1
-kind: PriorityClass
-metadata: {name: modelplane-placeholder}
-value: -10
-preemptionPolicy: Never
-description: modelplane warm-node placeholders; preempted by model servers.
-"""
-
-
-def accelerator_classes_yaml(provider: str) -> str:
-    from modelplane.catalog.accelerators import DEFAULT_ACCELERATORS, accelerator_class_spec
-
-    docs = [
-        {
-            "apiVersion": "modelplane.io/v1alpha1",
-            "kind": "AcceleratorClass",
-            "metadata": {"name": a.name},
-            "spec": accelerator_class_spec(a, simulated=provider == "simulated"),
-        }
-        for a in DEFAULT_ACCELERATORS
-    ]
-    return yaml.safe_dump_all(docs, sort_keys=False)
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the operator (settings from MODELPLANE_* env vars)")
     p.add_argument(
-        "--provider", choices=["karpenter", "simulated", "static"], help="GPU capacity provider"
+        "--provider", choices=["karpenter", "static"], help="GPU capacity provider"
     )
     p.set_defaults(fn=_run)
 
@@ -261,14 +154,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "-f", "--file", action="append", required=True, help="file or directory (repeatable)"
     )
-    p.add_argument("--provider", default="karpenter", choices=["karpenter", "simulated", "static"])
+    p.add_argument("--provider", default="karpenter", choices=["karpenter", "static"])
     p.set_defaults(fn=_render)
-
-    p = sub.add_parser(
-        "demo", help="local cluster + operator + examples/, until every example is Ready"
-    )
-    p.add_argument("--name", default="modelplane")
-    p.add_argument("--examples", default=str(REPO / "examples"))
-    p.add_argument("--timeout", type=float, default=300)
-    p.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
-    p.set_defaults(fn=_demo)

@@ -91,14 +91,6 @@ PERMISSIONS: tuple[Permission, ...] = (
         "NodeLocal preload: find the accelerator class's nodes, label the ones holding cached weights",
     ),
     Permission(
-        "",
-        "nodes",
-        ("create", "delete"),
-        False,
-        "simulated provider: create KWOK GPU nodes for pending pods, remove idle ones",
-        CapacityProvider.SIMULATED,
-    ),
-    Permission(
         "batch",
         "jobs",
         ("get", "list", "create", "patch"),

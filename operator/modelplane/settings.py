@@ -18,8 +18,8 @@ class OperatorSettings(BaseSettings):
 
     capacity_provider: CapacityProvider = Field(
         default=CapacityProvider.STATIC,
-        description="How GPU capacity is obtained: karpenter (emit NodePools), simulated "
-        "(create KWOK GPU nodes for pending pods; the local cluster), static (pre-provisioned).",
+        description="How GPU capacity is obtained: karpenter (emit NodePools) or static "
+        "(pre-provisioned node groups or a cluster autoscaler; only reported).",
     )
     resync_interval_seconds: float = Field(
         default=60.0, gt=0, description="Period of the level-based resync of every ModelDeployment."
@@ -45,16 +45,6 @@ class OperatorSettings(BaseSettings):
     health_host: str = Field(
         default="127.0.0.1", description="Address the health endpoint binds (0.0.0.0 in a pod)."
     )
-    simulated_provisioning_delay_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        description="simulated provider: time from a pending GPU pod to its node; default: the "
-        "cold-start model's node boot time x simulatedTimeScale (an AcceleratorClass's "
-        "provisioning.simulated.provisioningDelay wins).",
-    )
-    simulated_idle_seconds: float = Field(
-        default=120.0, ge=0, description="simulated provider: remove a node idle this long."
-    )
     metrics_source: str = Field(
         default="",
         description="Where the autoscaler reads engine metrics: fleet:<url> (the simulated "
@@ -63,13 +53,6 @@ class OperatorSettings(BaseSettings):
     )
     autoscaler_interval_seconds: float = Field(
         default=5.0, gt=0, description="Period of the autoscaler loop."
-    )
-    simulated_time_scale: float = Field(
-        default=0.05,
-        gt=0,
-        le=1,
-        description="simulated provider: scale of the cold-start model's times (node boot, "
-        "image pull, weight load, warm-up) on the local cluster; 0.05 turns 90 s into 4.5 s.",
     )
     placeholder_priority_class: str = Field(
         default="modelplane-placeholder",

@@ -1,6 +1,6 @@
 """Autoscaling end to end on the local cluster: simulated engines, the operator, real scaling.
 
-The simulated engine fleet (``python -m modelplane.autoscaling.fleet``) serves vLLM metrics for
+The simulated engine fleet (``python -m modelplane_testbed.fleet``) serves vLLM metrics for
 the KWOK model-server pods; the operator's autoscaler loop scrapes it and scales the Deployment
 through ``/scale``. Load rises: 1 -> 3 replicas; load falls: back to 1 once the 30 s
 scale-down window has passed. Scale to zero needs ``scaleToZeroWindow`` >= 5 min (a CRD rule),
@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client
 
 from modelplane.commands import accelerator_classes_yaml
-from modelplane.localcluster import LocalCluster, ensure
+from modelplane_testbed.localcluster import LocalCluster, ensure
 from tests.helpers import put_load, wait_for
 
 pytestmark = pytest.mark.integration

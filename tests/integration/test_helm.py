@@ -23,7 +23,7 @@ import yaml
 from modelplane import permissions
 from modelplane.api.enums import CapacityProvider
 from modelplane.catalog.accelerators import DEFAULT_ACCELERATORS
-from modelplane.localcluster import LocalCluster, ensure
+from modelplane_testbed.localcluster import LocalCluster, ensure
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration

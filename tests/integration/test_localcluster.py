@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modelplane.catalog import accelerators as acc
-from modelplane.localcluster import LocalCluster, ensure, listening_sockets, load_layout
+from modelplane_testbed.localcluster import LocalCluster, ensure, listening_sockets, load_layout
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import yaml
 from kubernetes import client
 
 from modelplane.commands import accelerator_classes_yaml
-from modelplane.localcluster import LocalCluster
+from modelplane_testbed.localcluster import LocalCluster
 from tests.helpers import REPO, audit_writes, wait_for
 
 pytestmark = pytest.mark.integration

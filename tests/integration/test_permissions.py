@@ -11,8 +11,8 @@ import yaml
 
 from modelplane.api.enums import CapacityProvider
 from modelplane.commands import accelerator_classes_yaml
-from modelplane.localcluster import LocalCluster
-from modelplane.localcluster.harness import audit_events
+from modelplane_testbed.localcluster import LocalCluster
+from modelplane_testbed.harness import audit_events
 from modelplane.permissions import PERMISSIONS, required
 from tests.conftest import ChartIdentity
 from tests.helpers import put_load, wait_for

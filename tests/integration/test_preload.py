@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client
 
 from modelplane.commands import accelerator_classes_yaml
-from modelplane.localcluster import LocalCluster
+from modelplane_testbed.localcluster import LocalCluster
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import yaml
 from kubernetes import client
 
 from modelplane.commands import accelerator_classes_yaml
-from modelplane.localcluster import LocalCluster
+from modelplane_testbed.localcluster import LocalCluster
 from tests.conftest import ChartIdentity
 from tests.helpers import wait_for
 

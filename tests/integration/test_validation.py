@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modelplane.localcluster import LocalCluster
+from modelplane_testbed.localcluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

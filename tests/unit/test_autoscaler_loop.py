@@ -21,7 +21,7 @@ from modelplane.adapters.autoscaler import (
     Target,
     metrics_source_from_setting,
 )
-from modelplane.autoscaling.fleet import Fleet, PodInfo, serve
+from modelplane_testbed.fleet import Fleet, PodInfo, serve
 from modelplane.autoscaling.policy import MetricSample
 from modelplane.reconcile.core import AutoscalerView
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modelplane.autoscaling.baselines import (
+from modelplane_testbed.baselines import (
     HpaController,
     KpaController,
     OracleController,
@@ -19,7 +19,7 @@ from modelplane.autoscaling.baselines import (
     StaticController,
 )
 from modelplane.autoscaling.policy import AutoscalingPolicy, Reason
-from modelplane.autoscaling.simulator import (
+from modelplane_testbed.simulator import (
     LLAMA3_8B_H100,
     LLAMA3_70B_4XH100,
     ColdStartModel,

@@ -20,7 +20,7 @@ from modelplane import __version__, chartvalues, permissions
 from modelplane.api.enums import CapacityProvider
 from modelplane.api.v1alpha1 import AcceleratorClassSpec
 from modelplane.catalog.accelerators import DEFAULT_ACCELERATORS
-from modelplane.localcluster import ensure
+from modelplane_testbed.localcluster import ensure
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelplane"

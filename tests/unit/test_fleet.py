@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from modelplane.autoscaling.fleet import Fleet, FleetError, LoadSpec, PodInfo, load_trace, serve
+from modelplane_testbed.fleet import Fleet, FleetError, LoadSpec, PodInfo, load_trace, serve
 from modelplane.autoscaling.metrics import FleetCollector, parse_vllm_metrics
-from modelplane.autoscaling.simulator import LLAMA3_8B_H100
+from modelplane_testbed.simulator import LLAMA3_8B_H100
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -290,7 +290,7 @@ def test_process_serves_on_loopback_and_exits_after_ttl(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "modelplane.autoscaling.fleet",
+            "modelplane_testbed.fleet",
             "--kubeconfig",
             str(kubeconfig),
             "--ttl",

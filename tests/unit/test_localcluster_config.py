@@ -9,9 +9,10 @@ import pytest
 from cryptography import x509
 
 from modelplane.catalog import accelerators as acc
-from modelplane.localcluster import NodeConfigError, load_layout
-from modelplane.localcluster import pki as pki_mod
-from modelplane.localcluster.binaries import versions
+from modelplane_testbed.localcluster import NodeConfigError, load_layout
+from modelplane_testbed.localcluster import pki as pki_mod
+from modelplane_testbed.localcluster.binaries import versions
+from modelplane_testbed.localcluster.nodes import kwok_node
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +39,7 @@ def test_default_layout_has_every_required_gpu_shape() -> None:
 
 def test_gpu_node_manifest_shape() -> None:
     a, s = acc.shape("p5.48xlarge")
-    node = acc.simulated_node("n", a, s, zone="z", region="r")
+    node = kwok_node("n", a, s, zone="z", region="r")
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"  # type: ignore[index]
     assert node["spec"]["taints"] == [  # type: ignore[index]
         {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}

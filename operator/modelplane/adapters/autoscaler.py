@@ -25,7 +25,7 @@ Settings (fields of ``modelplane.settings.OperatorSettings``):
 
 - ``MODELPLANE_AUTOSCALER_INTERVAL_SECONDS`` (default 5): period of the loop;
 - ``MODELPLANE_METRICS_SOURCE`` (default empty: the loop is off): ``fleet:<url>`` (the
-  simulated engine fleet, ``modelplane.autoscaling.fleet``), ``pods`` or ``pods:<port>``
+  simulated engine fleet, ``modelplane_testbed.fleet``), ``pods`` or ``pods:<port>``
   (scrape ``http://<podIP>:8000/metrics`` directly; real clusters only), or
   ``prometheus:<url>`` (the Prometheus HTTP API).
 """

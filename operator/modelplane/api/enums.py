@@ -65,5 +65,4 @@ class Phase(StrEnum):
 
 class CapacityProvider(StrEnum):
     KARPENTER = "karpenter"
-    SIMULATED = "simulated"
     STATIC = "static"

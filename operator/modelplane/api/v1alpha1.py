@@ -541,17 +541,8 @@ class KarpenterProvisioning(Model):
     )
 
 
-class SimulatedProvisioning(Model):
-    provisioning_delay: Duration | None = Field(
-        default=None, description="Default: the operator's cold-start model of a node boot."
-    )
-    idle_timeout: Duration = "5m"
-    max_nodes: int = Field(default=16, ge=0, le=500)
-
-
 class Provisioning(Model):
     karpenter: KarpenterProvisioning | None = None
-    simulated: SimulatedProvisioning | None = None
 
 
 class AcceleratorClassSpec(Model):

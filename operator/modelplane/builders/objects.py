@@ -53,10 +53,6 @@ class BuildContext:
     cluster_domain: str = "cluster.local"
     #: Where platform-owned objects (shared Serverless backends) live.
     operator_namespace: str = "modelplane-system"
-    #: Local cluster only: annotate pods with their modelled start-up time (KWOK waits it out).
-    simulate_startup: bool = False
-    #: Scale of modelled times on the local cluster (0.05: a 90 s boot takes 4.5 s).
-    time_scale: float = 0.05
     #: PriorityClass of warm-node placeholder pods.
     placeholder_priority_class: str = "modelplane-placeholder"
     #: StorageClass of SharedVolume claims ("" = the cluster's default).
@@ -404,11 +400,6 @@ def build_deployment(r: Resolved, ctx: BuildContext, *, cache_warm: bool = False
                 ],
                 "securityContext": container["securityContext"],
             }
-        )
-    if ctx.simulate_startup:
-        cached = node_local and cache_warm
-        annotations[preload.ANNOTATION_SIMULATED_STARTUP] = (
-            f"{preload.startup_ms(r, ctx, cached=cached)}ms"
         )
     return {
         "apiVersion": "apps/v1",

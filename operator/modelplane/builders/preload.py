@@ -9,9 +9,6 @@
 * SharedVolume: a ReadOnlyMany claim filled once by a Job; serving pods mount it read-only.
 * warmNodes: N placeholder pods of the model's shape at a negative priority keep N nodes of the
   class provisioned; a real model-server pod preempts one and starts on a warm node.
-* On the local cluster (simulated capacity), pods carry the modelled start-up time of the
-  cold-start model as an annotation the KWOK stages honour, so cold and warm scale-ups differ
-  on the cluster as the model predicts.
 """
 
 from __future__ import annotations
@@ -37,9 +34,6 @@ LABEL_CACHE_KEY = "modelplane.io/cache-key"
 LABEL_CACHE_NODE = "modelplane.io/cache-node"
 LABEL_WARM_POOL = "modelplane.io/warm-pool"
 PLACEHOLDER_IMAGE = "registry.k8s.io/pause:3.10"
-#: Modelled start-up time of a pod on the local cluster (a Go duration, e.g. 2070ms); KWOK's
-#: pod-ready stage waits this long.
-ANNOTATION_SIMULATED_STARTUP = "modelplane.io/simulated-startup"
 
 
 @dataclass(frozen=True)
@@ -66,22 +60,6 @@ def weights_gb(r: Resolved) -> float:
 
         return weights_gib(r.catalog, r.precision) * 1.073741824
     return 10.0
-
-
-def startup_ms(r: Resolved, ctx: BuildContext, *, cached: bool) -> int:
-    """Modelled container start-up (image pull + weight load + warm-up), in scaled ms."""
-    from modelplane.autoscaling.simulator import ColdStartModel
-
-    b = ColdStartModel().breakdown(weights_gb(r), image_cached=cached, weights_cached=cached)
-    return int((b.image_s + b.weights_s + b.warmup_s) * ctx.time_scale * 1000)
-
-
-def download_ms(r: Resolved, ctx: BuildContext) -> int:
-    from modelplane.autoscaling.simulator import ColdStartModel
-
-    m = ColdStartModel()
-    seconds = m.image_gb / m.image_pull_gb_per_s + weights_gb(r) / m.weight_load_gb_per_s
-    return int(seconds * ctx.time_scale * 1000)
 
 
 def node_local_affinity(r: Resolved, warm: bool) -> dict[str, Any]:
@@ -127,9 +105,7 @@ def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]
                 },
             }
         )
-    pod_annotations = {}
-    if ctx.simulate_startup:
-        pod_annotations[ANNOTATION_SIMULATED_STARTUP] = f"{download_ms(r, ctx)}ms"
+    pod_annotations: dict[str, str] = {}
     meta_labels = {**_cache_labels(r), LABEL_CACHE_KEY: key}
     return {
         "apiVersion": "batch/v1",

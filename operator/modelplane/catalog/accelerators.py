@@ -175,68 +175,10 @@ def shape(name: str) -> tuple[Accelerator, InstanceShape]:
     raise KeyError(f"unknown GPU instance type {name!r}; known: {known}")
 
 
-#: Annotation that hands a Node to the KWOK controller (it plays the kubelet for it).
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-
-
-def simulated_node(
-    name: str,
-    acc: Accelerator | None,
-    shape: InstanceShape | None,
-    *,
-    zone: str,
-    region: str,
-    extra_labels: dict[str, str] | None = None,
-    system_cpu: int = 8,
-    system_memory_gib: int = 32,
-) -> dict[str, object]:
-    """A KWOK-managed Node shaped like a real instance (status is accepted on create).
-
-    With `acc`/`shape` it is a GPU node: `nvidia.com/gpu` capacity, GFD labels, instance type and
-    the `nvidia.com/gpu=present:NoSchedule` taint. Without, a CPU-only system node.
-    """
-    labels = {
-        "kubernetes.io/hostname": name,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64",
-        "type": "kwok",
-        LABEL_ZONE: zone,
-        LABEL_REGION: region,
-    }
-    spec: dict[str, object] = {}
-    if acc is not None and shape is not None:
-        labels |= acc.node_labels(shape)
-        cpu, mem_gib = shape.vcpu, shape.memory_gib
-        extra = {GPU_RESOURCE: str(shape.gpus)}
-        spec["taints"] = [
-            {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
-        ]
-    else:
-        labels |= {LABEL_INSTANCE_TYPE: "m7i.2xlarge", "modelplane.io/node-role": "system"}
-        cpu, mem_gib, extra = system_cpu, system_memory_gib, {}
-    labels |= extra_labels or {}
-    resources = {
-        "cpu": str(cpu),
-        "memory": f"{mem_gib}Gi",
-        "pods": "110",
-        "ephemeral-storage": "2000Gi",
-        **extra,
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": labels, "annotations": {KWOK_NODE_ANNOTATION: "fake"}},
-        "spec": spec,
-        "status": {"capacity": resources, "allocatable": dict(resources)},
-    }
-
-
 def accelerator_class_spec(
     a: Accelerator,
     *,
-    simulated: bool = False,
     node_class: str = "gpu",
-    provisioning_delay: str | None = None,
 ) -> dict[str, object]:
     """The spec of the default AcceleratorClass for `a` (as the chart and demo install it)."""
     prov: dict[str, object] = {
@@ -260,11 +202,6 @@ def accelerator_class_spec(
             ],
         }
     }
-    if simulated:
-        sim: dict[str, object] = {"idleTimeout": "2m", "maxNodes": 16}
-        if provisioning_delay:
-            sim["provisioningDelay"] = provisioning_delay
-        prov["simulated"] = sim
     return {
         "displayName": a.display_name,
         "gpuProduct": a.gpu_product,

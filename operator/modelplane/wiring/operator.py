@@ -24,13 +24,11 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import ValidationError
 
 from modelplane.adapters.autoscaler import start_autoscaler
-from modelplane.adapters.capacity import SimulatedCapacity
 from modelplane.adapters.kube import Kube
 from modelplane.adapters.lora import LoraLoop, engine_from_setting
 from modelplane.adapters.preload import PreloadLoop
 from modelplane.api.enums import CapacityProvider
 from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
-from modelplane.autoscaling.simulator import ColdStartModel
 from modelplane.builders.objects import LABEL_DEPLOYMENT, BuildContext
 from modelplane.builders.preload import PreloadView
 from modelplane.builders.serverless import LABEL_BACKEND
@@ -195,14 +193,6 @@ def _worker(rt: Runtime) -> None:
                 rt.trigger(ns, name, delay=10)
 
 
-def _capacity_loop(rt: Runtime, sim: SimulatedCapacity) -> None:
-    while not rt.stop.wait(1.0):
-        try:
-            sim.tick()
-        except Exception:
-            log.exception("simulated capacity provider tick failed")
-
-
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     s = OperatorSettings()
@@ -231,8 +221,6 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             capacity_provider=s.capacity_provider,
             cluster_domain=s.cluster_domain,
             operator_namespace=s.operator_namespace,
-            simulate_startup=s.capacity_provider == CapacityProvider.SIMULATED,
-            time_scale=s.simulated_time_scale,
             placeholder_priority_class=s.placeholder_priority_class,
             shared_volume_storage_class=s.shared_volume_storage_class,
         ),
@@ -242,20 +230,6 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         start_http_server(s.metrics_port, addr=s.metrics_host)
     threading.Thread(target=_worker, args=(rt,), name="modelplane-worker", daemon=True).start()
     threading.Thread(target=_resync_loop, args=(rt,), name="modelplane-resync", daemon=True).start()
-    if s.capacity_provider == CapacityProvider.SIMULATED:
-        sim = SimulatedCapacity(
-            core=kube.core,
-            classes=kube.accelerator_classes,
-            default_delay=(
-                s.simulated_provisioning_delay_seconds
-                if s.simulated_provisioning_delay_seconds is not None
-                else ColdStartModel().node_provision_s * s.simulated_time_scale
-            ),
-            idle_seconds=s.simulated_idle_seconds,
-        )
-        threading.Thread(
-            target=_capacity_loop, args=(rt, sim), name="modelplane-capacity", daemon=True
-        ).start()
     pre = PreloadLoop(kube, rt, rt.ctx, s.namespaces)
     threading.Thread(
         target=pre.run, args=(rt.stop,), name="modelplane-preload", daemon=True

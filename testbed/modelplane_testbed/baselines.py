@@ -42,7 +42,7 @@ from modelplane.autoscaling.policy import (
     MetricSample,
     decide,
 )
-from modelplane.autoscaling.simulator import TPOT_SLO_S, FleetTick, ReplicaModel
+from modelplane_testbed.simulator import TPOT_SLO_S, FleetTick, ReplicaModel
 
 __all__ = [
     "HpaController",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelplane.localcluster.cluster import _die_with_parent
+from modelplane_testbed.localcluster.cluster import _die_with_parent
 
 
 class OperatorProcess:

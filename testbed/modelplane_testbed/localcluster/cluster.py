@@ -32,8 +32,8 @@ from typing import Any, Self
 
 import yaml
 
-from modelplane.localcluster import binaries, pki
-from modelplane.localcluster.nodes import NodeLayout, load_layout
+from modelplane_testbed.localcluster import binaries, pki
+from modelplane_testbed.localcluster.nodes import NodeLayout, load_layout
 
 Log = Callable[[str], None]
 

@@ -1,9 +1,13 @@
-"""The `simulated` GPU capacity provider: a stand-in for a cloud on the local cluster.
+"""The local cluster's node autoscaler: a stand-in for a cloud's GPU capacity.
 
-For model-server pods the scheduler marked Unschedulable, it creates KWOK-managed GPU Nodes of
-the pods' AcceleratorClass after a provisioning delay (as a cloud would take to boot an
-instance), and removes nodes it created once they have been idle for a while. Nodes carry the
-same labels and taint as real GPU capacity (`modelplane.catalog.accelerators.simulated_node`).
+It plays what a cluster autoscaler (or Karpenter) does on a real cluster, from what the product
+created: for GPU pods the scheduler marked Unschedulable (model servers and warm-node
+placeholders carry their AcceleratorClass label), it creates KWOK-managed GPU Nodes of that
+class after a provisioning delay (the cold-start model's node boot, scaled), and removes nodes it
+created once they have been idle for a while. Nodes carry the same labels and taint as real GPU
+capacity (`modelplane_testbed.localcluster.nodes.kwok_node`).
+
+    python -m modelplane_testbed.provisioner --kubeconfig K [--delay S] [--idle S] [--max-nodes N]
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from decimal import Decimal
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modelplane.api.durations import parse_duration
 from modelplane.api.v1alpha1 import AcceleratorClassSpec
 from modelplane.catalog import accelerators as acc
 from modelplane.catalog.accelerators import LABEL_ACCELERATOR_CLASS, LABEL_ZONE
+from modelplane_testbed.localcluster.nodes import kwok_node
 
 log = logging.getLogger("modelplane.capacity")
 
@@ -34,6 +38,8 @@ class SimulatedCapacity:
     classes: Callable[[], dict[str, AcceleratorClassSpec]]
     default_delay: float = 5.0
     idle_seconds: float = 120.0
+    #: Nodes of one class this provisioner may have at once (a cloud quota).
+    max_nodes: int = 16
     clock: Callable[[], float] = time.monotonic
     #: class -> times at which requested nodes become available
     inflight: dict[str, list[float]] = field(default_factory=dict)
@@ -79,16 +85,10 @@ class SimulatedCapacity:
             mine = [
                 n for n in nodes if (n.metadata.labels or {}).get(LABEL_ACCELERATOR_CLASS) == cls
             ]
-            sim = spec.provisioning.simulated if spec.provisioning else None
-            cap = sim.max_nodes if sim else 16
-            delay = (
-                parse_duration(sim.provisioning_delay)
-                if sim and sim.provisioning_delay
-                else self.default_delay
-            )
+            cap, delay = self.max_nodes, self.default_delay
             while len(flying) < need and len(mine) + len(flying) < cap:
                 flying.append(now + delay)
-                log.info("simulated provider: requested a %s node (ready in %.0fs)", cls, delay)
+                log.info("provisioner: requested a %s node (ready in %.0fs)", cls, delay)
         for cls, due in list(self.inflight.items()):
             ready = [t for t in due if t <= now]
             self.inflight[cls] = [t for t in due if t > now]
@@ -105,7 +105,7 @@ class SimulatedCapacity:
                 try:
                     self.core.delete_node(name)
                     self.removed += 1
-                    log.info("simulated provider: removed idle node %s", name)
+                    log.info("provisioner: removed idle node %s", name)
                 except ApiException as e:
                     if e.status != 404:
                         raise
@@ -151,7 +151,7 @@ class SimulatedCapacity:
         self._seq += 1
         name = f"sim-{cls}-{int(time.time()) % 100000}-{self._seq}"
         zone = zones[self._seq % len(zones)]
-        node = acc.simulated_node(
+        node = kwok_node(
             name,
             a,
             shape,

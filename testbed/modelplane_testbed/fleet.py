@@ -36,7 +36,7 @@ or after ``--ttl`` seconds.
 
 Run it with::
 
-    python -m modelplane.autoscaling.fleet --kubeconfig K --port 0 [--namespace NS] ...
+    python -m modelplane_testbed.fleet --kubeconfig K --port 0 [--namespace NS] ...
 
 This module is tooling for the local cluster, not part of the operator: the Kubernetes client
 is only imported by the pod watcher.
@@ -69,7 +69,7 @@ import yaml
 
 # The fleet reuses the benchmark simulator's replica implementation so that a simulated pod
 # behaves exactly like a replica in the offline benchmarks (same model, same code).
-from modelplane.autoscaling.simulator import (
+from modelplane_testbed.simulator import (
     LLAMA3_8B_H100,
     LLAMA3_70B_4XH100,
     ReplicaModel,
@@ -812,7 +812,7 @@ def _die_with_parent() -> None:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m modelplane.autoscaling.fleet",
+        prog="python -m modelplane_testbed.fleet",
         description="Simulated vLLM engines for the model-server pods of a (local) cluster.",
     )
     p.add_argument("--kubeconfig", required=True, help="kubeconfig of the cluster to watch")

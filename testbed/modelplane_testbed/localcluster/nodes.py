@@ -11,6 +11,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelplane.catalog import accelerators as acc
+from modelplane.catalog.accelerators import (
+    GPU_RESOURCE,
+    GPU_TAINT_EFFECT,
+    GPU_TAINT_KEY,
+    GPU_TAINT_VALUE,
+    LABEL_INSTANCE_TYPE,
+    LABEL_REGION,
+    LABEL_ZONE,
+    Accelerator,
+    InstanceShape,
+)
 
 
 class NodeConfigError(ValueError):
@@ -82,7 +93,7 @@ class NodeLayout(BaseModel):
         z = 0
         for i in range(self.system.count):
             out.append(
-                acc.simulated_node(
+                kwok_node(
                     f"system-{i}",
                     None,
                     None,
@@ -99,7 +110,7 @@ class NodeLayout(BaseModel):
                 name = f"gpu-{s.name.replace('.', '-')}-{i}"
                 zone = self.zones[z % len(self.zones)]
                 z += 1
-                out.append(acc.simulated_node(name, a, s, zone=zone, region=self.region))
+                out.append(kwok_node(name, a, s, zone=zone, region=self.region))
         return out
 
 
@@ -114,7 +125,7 @@ def _explain(e: ValidationError) -> str:
 def load_layout(path: Path | None = None) -> NodeLayout:
     """Read a layout file, or the packaged default when `path` is None."""
     if path is None:
-        text = resources.files("modelplane.localcluster").joinpath("nodes.yaml").read_text()
+        text = resources.files("modelplane_testbed.localcluster").joinpath("nodes.yaml").read_text()
         where = "the default nodes.yaml"
     else:
         try:
@@ -127,3 +138,61 @@ def load_layout(path: Path | None = None) -> NodeLayout:
         return NodeLayout.model_validate(data)
     except ValidationError as e:
         raise NodeConfigError(f"{where}: {_explain(e)}") from None
+
+
+#: Annotation that hands a Node to the KWOK controller (it plays the kubelet for it).
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+def kwok_node(
+    name: str,
+    acc: Accelerator | None,
+    shape: InstanceShape | None,
+    *,
+    zone: str,
+    region: str,
+    extra_labels: dict[str, str] | None = None,
+    system_cpu: int = 8,
+    system_memory_gib: int = 32,
+) -> dict[str, object]:
+    """A KWOK-managed Node shaped like a real instance (status is accepted on create).
+
+    With `acc`/`shape` it is a GPU node: `nvidia.com/gpu` capacity, GFD labels, instance type and
+    the `nvidia.com/gpu=present:NoSchedule` taint. Without, a CPU-only system node.
+    """
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        LABEL_ZONE: zone,
+        LABEL_REGION: region,
+    }
+    spec: dict[str, object] = {}
+    if acc is not None and shape is not None:
+        labels |= acc.node_labels(shape)
+        cpu, mem_gib = shape.vcpu, shape.memory_gib
+        extra = {GPU_RESOURCE: str(shape.gpus)}
+        spec["taints"] = [
+            {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
+        ]
+    else:
+        labels |= {LABEL_INSTANCE_TYPE: "m7i.2xlarge", "modelplane.io/node-role": "system"}
+        cpu, mem_gib, extra = system_cpu, system_memory_gib, {}
+    labels |= extra_labels or {}
+    resources = {
+        "cpu": str(cpu),
+        "memory": f"{mem_gib}Gi",
+        "pods": "110",
+        "ephemeral-storage": "2000Gi",
+        **extra,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": {KWOK_NODE_ANNOTATION: "fake"}},
+        "spec": spec,
+        "status": {"capacity": resources, "allocatable": dict(resources)},
+    }
+
+
