@@ -17,10 +17,13 @@ bin="$cache/bin"
 
 log() { printf '[tools/build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[tools/build] ERROR: %s\n' "$*" >&2; exit 1; }
+# The first line of a text. Never `... | head -1`: under pipefail, a writer still writing when
+# head exits dies of SIGPIPE and fails the whole pipeline.
+first_line() { printf '%s\n' "${1%%$'\n'*}"; }
 
 command -v go >/dev/null 2>&1 || die "Go is not installed or not on PATH. Install Go >= ${GO_MIN} (https://go.dev/doc/install, or your distribution's golang package) and run again."
 gov="$(go env GOVERSION | sed 's/^go//')"
-if [ "$(printf '%s\n%s\n' "$GO_MIN" "$gov" | sort -V | head -1)" != "$GO_MIN" ]; then
+if [ "$(first_line "$(printf '%s\n%s\n' "$GO_MIN" "$gov" | sort -V)")" != "$GO_MIN" ]; then
   die "Go $gov is too old: Kubernetes v${KUBERNETES_VERSION} and KWOK v${KWOK_VERSION} need Go >= ${GO_MIN}."
 fi
 
@@ -71,7 +74,8 @@ build_kubernetes() {
 build_etcd() {
   local out="$1" d; d="$(scratch etcd)"
   ( cd "$d" && go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3 )
-  "$out/etcd" --version | head -1 >&2
+  local v; v="$("$out/etcd" --version)"
+  first_line "$v" >&2
 }
 
 build_kwok() {
