@@ -25,13 +25,42 @@ def render(case: str) -> list[dict[str, Any]]:
     return render_documents(docs, provider)
 
 
+REGENERATE = "UPDATE_GOLDEN=1 uv run pytest tests/unit/test_builders.py"
+
+
+def check_golden(expected: Path, got: str) -> None:
+    """`got` must equal the committed `expected`; UPDATE_GOLDEN=1 rewrites it instead."""
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        expected.write_text(got)
+        return
+    if not expected.exists():
+        pytest.fail(
+            f"{expected} is missing: generate it with `{REGENERATE}`, review it and commit it"
+        )
+    assert got == expected.read_text(), f"{expected} differs: if intended, run `{REGENERATE}`"
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case: str) -> None:
-    got = yaml.safe_dump_all(render(case), sort_keys=False)
-    expected = DATA / case / "expected.yaml"
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not expected.exists():
-        expected.write_text(got)
-    assert got == expected.read_text()
+    check_golden(DATA / case / "expected.yaml", yaml.safe_dump_all(render(case), sort_keys=False))
+
+
+def test_a_missing_expected_file_fails_and_is_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("UPDATE_GOLDEN", raising=False)
+    expected = tmp_path / "expected.yaml"
+    with pytest.raises(pytest.fail.Exception, match="UPDATE_GOLDEN=1"):
+        check_golden(expected, "kind: Service\n")
+    assert not expected.exists()
+    monkeypatch.setenv("UPDATE_GOLDEN", "1")
+    check_golden(expected, "kind: Service\n")
+    assert expected.read_text() == "kind: Service\n"
+
+
+def test_every_case_has_a_committed_expected_file() -> None:
+    missing = [c for c in CASES if not (DATA / c / "expected.yaml").exists()]
+    assert not missing, f"no expected.yaml for {missing}: run `{REGENERATE}`"
 
 
 def test_there_are_enough_cases() -> None:
