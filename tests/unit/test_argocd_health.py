@@ -10,12 +10,28 @@ Add captured objects the same way; every file found is a test.
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 from typing import Any
 
 import lupa.lua51 as lua51
 import pytest
 import yaml
+
+from modelplane.api.enums import FailureReason
+from modelplane.api.v1alpha1 import ModelDeployment
+from modelplane.builders.resolve import ResolveError
+from modelplane.commands import default_classes
+from modelplane.reconcile.core import (
+    AdapterView,
+    DeploymentView,
+    Observed,
+    Plan,
+    PodView,
+    compute_status,
+    plan,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ARGOCD = REPO / "examples" / "gitops" / "argocd"
@@ -69,8 +85,125 @@ def test_non_terminal_ready_false_is_progressing_not_degraded() -> None:
         },
     }
     assert health(obj)["status"] == "Progressing"
-    obj["status"]["conditions"][0]["reason"] = "InvalidSpec"
-    assert health(obj) == {"status": "Degraded", "message": "InvalidSpec"}
+    obj["status"]["conditions"][0]["reason"] = "ModelTooLarge"
+    assert health(obj) == {"status": "Degraded", "message": "ModelTooLarge"}
+
+
+# --------------------------------------------------------------------------- terminal reasons
+OPERATOR = REPO / "operator" / "modelplane"
+
+
+def emitted_failure_reasons() -> set[str]:
+    """Reasons the operator's code can put in Ready=False for good: the first argument of every
+    ResolveError/NoFit, and every literal `reason=` keyword (the LoRA loop's)."""
+
+    def literals(node: ast.expr) -> list[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, ast.IfExp):
+            return literals(node.body) + literals(node.orelse)
+        return []
+
+    out: set[str] = set()
+    for path in OPERATOR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in ("ResolveError", "NoFit") and node.args:
+                out.update(literals(node.args[0]))
+            for kw in node.keywords:
+                if kw.arg == "reason":
+                    out.update(literals(kw.value))
+    return out
+
+
+def lua_terminal_table(script: str) -> set[str]:
+    block = re.search(r"^local TERMINAL = \{\n(.*?)^\}", script, re.M | re.S)
+    assert block, "no TERMINAL table in the health check"
+    return set(re.findall(r"^\s+(\w+) = true,$", block.group(1), re.M))
+
+
+def test_failure_reason_enum_is_what_the_operator_emits() -> None:
+    emitted = emitted_failure_reasons()
+    assert {r.value for r in FailureReason} == emitted, (
+        f"add to FailureReason: {sorted(emitted - set(FailureReason))}; "
+        f"remove: {sorted(set(FailureReason) - emitted)}"
+    )
+
+
+def test_lua_terminal_table_is_the_failure_reason_enum() -> None:
+    table = lua_terminal_table(SCRIPT.read_text())
+    want = {r.value for r in FailureReason}
+    assert table == want, (
+        f"{SCRIPT.name}: add {sorted(want - table)}, remove {sorted(table - want)} "
+        "(then copy the script into argocd-cm.yaml)"
+    )
+
+
+def _md(spec: dict[str, Any]) -> ModelDeployment:
+    return ModelDeployment.model_validate(
+        {"metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 3}, "spec": spec}
+    )
+
+
+def _object(md: ModelDeployment, status: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "m", "generation": 3}, "status": status}
+
+
+@pytest.mark.parametrize("reason", sorted(FailureReason))
+def test_every_failure_the_operator_reports_is_degraded_by_its_reason(reason: str) -> None:
+    """The status is the operator's own (compute_status), so the terminal branch is reachable:
+    the message is the condition's reason and message, not the phase's fallback."""
+    md = _md({"tier": "OnDemand", "model": {"catalog": "llama-v3p1-8b-instruct"}})
+    obs = Observed(md, default_classes(), DeploymentView(exists=False), {}, (), {}, "t")
+    status, _ = compute_status(obs, Plan(resolved=None, error=ResolveError(reason, "fix it")))
+    assert status["phase"] == "Failed"
+    assert health(_object(md, status)) == {"status": "Degraded", "message": f"{reason}: fix it"}
+
+
+def test_adapter_load_failure_as_the_operator_reports_it_is_degraded() -> None:
+    md = _md(
+        {
+            "tier": "FineTuned",
+            "base": {"catalog": "llama-v3p1-8b-instruct"},
+            "adapters": [{"name": "sql", "uri": "hf://org/sql-lora"}],
+            "engine": {"maxContextLength": 8192},
+            "replicas": {"min": 1, "max": 1},
+        }
+    )
+    dep = DeploymentView(
+        exists=True,
+        replicas=1,
+        status_replicas=1,
+        ready_replicas=1,
+        updated_replicas=1,
+        observed_generation=1,
+        generation=1,
+    )
+    pod = PodView("p", "Running", ready=True, scheduled=True, node="n")
+    failed = AdapterView("sql", "m--sql", 0, 1, "AdapterLoadFailed", "404 not found")
+    obs = Observed(md, default_classes(), dep, {}, (pod,), {}, "t", adapters=(failed,))
+    p = plan(obs)
+    p.apply = []
+    status, _ = compute_status(obs, p)
+    assert status["phase"] == "Degraded"
+    got = health(_object(md, status))
+    assert got["status"] == "Degraded"
+    assert got["message"].startswith("AdapterLoadFailed: adapter sql"), got
+
+
+def test_fixtures_and_tests_use_reasons_the_operator_emits() -> None:
+    core = (OPERATOR / "reconcile" / "core.py").read_text()
+    known = {r.value for r in FailureReason} | {
+        n.value
+        for n in ast.walk(ast.parse(core))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
+    for path in FIXTURES:
+        status = yaml.safe_load(path.read_text())["object"].get("status") or {}
+        for c in status.get("conditions", []):
+            assert c["reason"] in known, f"{path.name}: {c['reason']} is never emitted"
 
 
 def test_argocd_cm_snippet_is_the_lua_file() -> None:

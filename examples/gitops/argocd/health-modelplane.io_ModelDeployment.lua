@@ -4,28 +4,34 @@
 --             metadata.generation) and no rollout is under way.
 -- Progressing the operator has not observed the latest spec yet, or the phase is Pending,
 --             Provisioning, Loading or Updating (also: no status at all yet).
--- Degraded    phase Failed or Degraded, or Ready is False for a reason that needs a change to
---             the spec or the cluster (InvalidSpec, ModelTooLarge, NoAcceleratorClass, ...).
+-- Degraded    Ready is False for a reason that needs a change to the spec, the cluster or a
+--             conflicting object (TERMINAL: the operator's FailureReason enum, message
+--             "<reason>: <message>"), or the phase is Failed or Degraded.
 -- Suspended   phase ScaledToZero: no replicas until traffic arrives.
+--
+-- TERMINAL is modelplane.api.enums.FailureReason, one entry per reason, sorted; a unit test
+-- (tests/unit/test_argocd_health.py) fails when the two differ.
 local TERMINAL = {
-  InvalidSpec = true,
-  ModelTooLarge = true,
-  NoAcceleratorClass = true,
-  UnknownModel = true,
-  CatalogModelRequired = true,
-  PrecisionUnsupported = true,
+  AcceleratorRequired = true,
+  AdapterLoadFailed = true,
   BaseNotFound = true,
   BaseNotReady = true,
+  CatalogModelRequired = true,
+  ChildConflict = true,
+  ContextTooLong = true,
+  EngineUnsupported = true,
+  InternalError = true,
   InvalidBase = true,
-  InvalidParallelism = true,
   InvalidGPUCount = true,
   InvalidModelSettings = true,
-  EngineUnsupported = true,
-  UnknownToolParser = true,
+  InvalidParallelism = true,
+  ModelTooLarge = true,
+  NoAcceleratorClass = true,
+  PrecisionUnsupported = true,
   ToolParserRequired = true,
-  ContextTooLong = true,
-  AcceleratorRequired = true,
-  ChildConflict = true,
+  Unknown = true,
+  UnknownModel = true,
+  UnknownToolParser = true,
 }
 local PROGRESSING = { Pending = true, Provisioning = true, Loading = true, Updating = true }
 
@@ -68,21 +74,17 @@ end
 
 local phase = status.phase or ""
 local ready = condition(status, "Ready")
-local capacity = condition(status, "CapacityAvailable")
 
-if phase == "Failed" or phase == "Degraded" then
-  hs.status = "Degraded"
-  hs.message = phase .. ": " .. describe(ready, "see the ModelDeployment's conditions")
-  return hs
-end
+-- A terminal reason first: the operator reports those with phase Failed (or Degraded), and
+-- the reason says what to fix better than the phase does.
 if ready ~= nil and ready.status == "False" and TERMINAL[ready.reason] then
   hs.status = "Degraded"
   hs.message = describe(ready, ready.reason)
   return hs
 end
-if capacity ~= nil and capacity.status == "False" and TERMINAL[capacity.reason] then
+if phase == "Failed" or phase == "Degraded" then
   hs.status = "Degraded"
-  hs.message = describe(capacity, capacity.reason)
+  hs.message = phase .. ": " .. describe(ready, "see the ModelDeployment's conditions")
   return hs
 end
 if phase == "ScaledToZero" then

@@ -66,3 +66,31 @@ class Phase(StrEnum):
 class CapacityProvider(StrEnum):
     KARPENTER = "karpenter"
     STATIC = "static"
+
+
+class FailureReason(StrEnum):
+    """Reasons of `Ready=False` that no amount of waiting fixes: the spec, the cluster or a
+    conflicting object must change. Every reason a ResolveError or a sizing NoFit carries is
+    one (phase Failed), and AdapterLoadFailed (phase Degraded). Argo CD's health check
+    (examples/gitops/argocd) reports exactly these as Degraded; a unit test keeps them equal."""
+
+    ACCELERATOR_REQUIRED = "AcceleratorRequired"
+    ADAPTER_LOAD_FAILED = "AdapterLoadFailed"
+    BASE_NOT_FOUND = "BaseNotFound"
+    BASE_NOT_READY = "BaseNotReady"
+    CATALOG_MODEL_REQUIRED = "CatalogModelRequired"
+    CHILD_CONFLICT = "ChildConflict"
+    CONTEXT_TOO_LONG = "ContextTooLong"
+    ENGINE_UNSUPPORTED = "EngineUnsupported"
+    INTERNAL_ERROR = "InternalError"
+    INVALID_BASE = "InvalidBase"
+    INVALID_GPU_COUNT = "InvalidGPUCount"
+    INVALID_MODEL_SETTINGS = "InvalidModelSettings"
+    INVALID_PARALLELISM = "InvalidParallelism"
+    MODEL_TOO_LARGE = "ModelTooLarge"
+    NO_ACCELERATOR_CLASS = "NoAcceleratorClass"
+    PRECISION_UNSUPPORTED = "PrecisionUnsupported"
+    TOOL_PARSER_REQUIRED = "ToolParserRequired"
+    UNKNOWN = "Unknown"
+    UNKNOWN_MODEL = "UnknownModel"
+    UNKNOWN_TOOL_PARSER = "UnknownToolParser"
