@@ -9,20 +9,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelplane_testbed.localcluster import LocalCluster, ensure, load_layout
 from modelplane_testbed.harness import OperatorProcess
+from modelplane_testbed.localcluster import LocalCluster, load_layout
+from modelplane_testbed.platform import ChartRelease, Platform
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,124 +72,59 @@ def namespace(cluster: LocalCluster, api: Any, request: pytest.FixtureRequest) -
     v1.delete_namespace(name, propagation_policy="Background")
 
 
-@dataclass(frozen=True)
-class ChartIdentity:
-    """The chart's ServiceAccount for one capacity provider, as the operator's identity."""
-
-    provider: str
-    namespace: str
-    service_account: str
-    kubeconfig: Path
-    priority_class: str
-
-    @property
-    def user(self) -> str:
-        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+@pytest.fixture(scope="session")
+def platform(cluster: LocalCluster) -> Iterator[Platform]:
+    """What lies beneath the product: the engine emulator (model servers at pod addresses,
+    readiness, start-up times, stand-in clients) and the node provisioner."""
+    p = Platform(cluster).start()
+    try:
+        yield p
+    finally:
+        p.stop()
 
 
 @pytest.fixture(scope="session")
-def chart_identities(cluster: LocalCluster) -> dict[str, ChartIdentity]:
-    """`helm install` the chart once per capacity provider; the operator under test then runs
-    with a token of the chart's ServiceAccount, i.e. with exactly the chart's RBAC."""
-    helm = str(ensure(build=False).helm)
-    out: dict[str, ChartIdentity] = {}
-    for provider in ("simulated", "karpenter", "static"):
-        ns = f"mp-{provider}"
-        release = f"mp-{provider}"
-        subprocess.run(
-            [
-                helm, "install", release, str(REPO / "charts" / "modelplane"),
-                "--namespace", ns, "--create-namespace",
-                "--set", f"capacityProvider={provider}",
-                "--set", "installCRDs=false",
-                "--set", "defaultAcceleratorClasses=false",
-                "--set", "image.repository=example.invalid/modelplane",
-            ],
-            env=cluster.env(), check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        sa = cluster.kubectl(
-            "get", "serviceaccount", "-n", ns,
-            "-l", f"app.kubernetes.io/instance={release}", "-o", "jsonpath={.items[0].metadata.name}",
-        )  # fmt: skip
-        token = cluster.kubectl("create", "token", sa, "-n", ns, "--duration=6h").strip()
-        kc = cluster.token_kubeconfig(f"operator-{provider}", token)
-        pc = cluster.kubectl(
-            "get", "priorityclass", "-l", f"app.kubernetes.io/instance={release}",
-            "-o", "jsonpath={.items[0].metadata.name}",
-        )  # fmt: skip
-        out[provider] = ChartIdentity(provider, ns, sa, kc, pc)
-    return out
+def releases(platform: Platform) -> dict[str, ChartRelease]:
+    """The chart, installed with its defaults (``default``: capacityProvider static, the default
+    AcceleratorClasses), and once more with ``capacityProvider=karpenter`` for the NodePool
+    tests. The operator under test runs with a token of the release's ServiceAccount, i.e.
+    with exactly the chart's RBAC, and with the environment the chart renders."""
+    return {
+        "default": platform.install("modelplane", "modelplane-system"),
+        "karpenter": platform.install(
+            "mp-karpenter",
+            "mp-karpenter",
+            {"capacityProvider": "karpenter", "defaultAcceleratorClasses": "false"},
+        ),
+    }
+
+
+@pytest.fixture
+def control(platform: Platform) -> Any:
+    """The engine emulator's control API (load per ModelDeployment, what each pod does)."""
+    return platform.control()
 
 
 @pytest.fixture
 def run_operator(
-    cluster: LocalCluster, chart_identities: dict[str, ChartIdentity]
+    platform: Platform, releases: dict[str, ChartRelease]
 ) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start `modelplane run` under the chart's ServiceAccount for `provider`; stopped after
-    the test (also on failure)."""
+    """Start the operator of a chart release (``default`` or ``karpenter``), watching
+    ``namespaces``, with the chart's environment plus chart ``values``; stopped after the test
+    (also on failure)."""
     started: list[OperatorProcess] = []
 
-    def start(namespaces: list[str], provider: str = "simulated", **env: str) -> OperatorProcess:
-        ident = chart_identities[provider]
-        op = OperatorProcess(
-            cluster,
-            namespaces,
-            provider,
-            kubeconfig=ident.kubeconfig,
-            user=ident.user,
-            MODELPLANE_OPERATOR_NAMESPACE=ident.namespace,
-            MODELPLANE_PLACEHOLDER_PRIORITY_CLASS=ident.priority_class,
-            **env,
-        )
+    def start(
+        namespaces: list[str],
+        release: str = "default",
+        values: dict[str, str] | None = None,
+        **env: str,
+    ) -> OperatorProcess:
+        vals = {"logLevel": "DEBUG", "resyncIntervalSeconds": "5", **(values or {})}
+        op = platform.operator(releases[release], namespaces, vals, **env)
         started.append(op)
         return op
 
     yield start
     for op in started:
         op.stop()
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def fleet_url(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
-    """The simulated engine fleet for this test's namespace (vLLM metrics, LoRA endpoints)."""
-    log = (tmp_path / "fleet.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelplane_testbed.fleet",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--port",
-            "0",
-            "--namespace",
-            namespace,
-            "--seed",
-            "7",
-            "--ttl",
-            "600",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("FLEET_URL=http://127.0.0.1:"), (tmp_path / "fleet.log").read_text()
-        yield line.split("=", 1)[1]
-    finally:
-        _stop(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        log.close()

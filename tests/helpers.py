@@ -28,14 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 __all__ = ["REPO", "OperatorProcess", "audit_writes", "wait_for"]
 
 
-def put_load(fleet_url: str, namespace: str, name: str, rps: float) -> None:
-    """Set the simulated fleet's request rate for one ModelDeployment."""
-    import json
-    import urllib.request
-
-    body = json.dumps({"requestsPerSecond": rps, "promptTokens": 220, "outputTokens": 200})
-    req = urllib.request.Request(
-        f"{fleet_url}/load/{namespace}/{name}", data=body.encode(), method="PUT"
+def put_load(control: Any, namespace: str, name: str, rps: float) -> None:
+    """Set the stand-in clients' request rate for one ModelDeployment (engine emulator)."""
+    control.put(
+        f"/load/{namespace}/{name}",
+        {"requestsPerSecond": rps, "promptTokens": 220, "outputTokens": 200},
     )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        assert resp.status == 200

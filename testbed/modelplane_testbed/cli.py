@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,44 +64,18 @@ def _add_cluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 # --------------------------------------------------------------------------- demo
 def _demo(args: argparse.Namespace) -> int:
-    """Local cluster -> CRDs + AcceleratorClasses -> operator -> examples -> watch until Ready."""
+    """Local cluster -> chart (defaults) -> operator -> emulator -> examples -> until Ready."""
     from modelplane_testbed.localcluster import LocalCluster, load_layout
+    from modelplane_testbed.platform import Platform
 
     cluster = LocalCluster(args.name, layout=load_layout())
     cluster.up(crd_dirs=[REPO / "crds"])
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=PLATFORM_OBJECTS)
-    # The simulated engine fleet: vLLM metrics and LoRA endpoints for the KWOK model servers.
-    fleet_log = (cluster.log_dir / "fleet.log").open("ab")
-    fleet = subprocess.Popen(
-        [
-            sys.executable, "-m", "modelplane_testbed.fleet",
-            "--kubeconfig", str(cluster.kubeconfig), "--port", "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=fleet_log,
-        text=True,
-    )  # fmt: skip
-    assert fleet.stdout is not None
-    fleet_url = fleet.stdout.readline().strip().partition("=")[2]
-    env = {
-        **cluster.env(),
-        "MODELPLANE_CAPACITY_PROVIDER": "simulated",
-        "MODELPLANE_RESYNC_INTERVAL_SECONDS": "30",
-        "MODELPLANE_METRICS_PORT": "0",
-        "MODELPLANE_HEALTH_PORT": "0",
-        "MODELPLANE_METRICS_SOURCE": f"fleet:{fleet_url}",
-    }
-    log = (cluster.log_dir / "operator.log").open("ab")
-    op = subprocess.Popen(
-        [sys.executable, "-m", "modelplane.cli", "run"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    print(f"operator running (pid {op.pid}); logs in {cluster.log_dir}", file=sys.stderr)
+    platform = Platform(cluster, detached=args.keep).start()
+    print("engine emulator and node provisioner running in the cluster", file=sys.stderr)
+    rel = platform.install()
+    print(f"chart installed: release {rel.release} in {rel.namespace} (defaults)", file=sys.stderr)
+    op = platform.operator(rel, []).start()
+    print(f"operator running (pid {op.proc.pid}); logs in {cluster.log_dir}", file=sys.stderr)
     try:
         examples = Path(args.examples)
         print(cluster.kubectl("apply", "-f", str(examples)), file=sys.stderr)
@@ -130,48 +100,17 @@ def _demo(args: argparse.Namespace) -> int:
         print("timed out waiting for every example to become Ready", file=sys.stderr)
         return 1
     finally:
-        op.terminate()
-        op.wait(timeout=30)
-        fleet.terminate()
-        fleet.wait(timeout=30)
-        log.close()
-        fleet_log.close()
         if not args.keep:
+            op.stop()
+            platform.stop()
             cluster.down()
         else:
-            print(f"cluster kept: export KUBECONFIG={cluster.kubeconfig}", file=sys.stderr)
-
-
-#: What the chart would install besides the operator: its namespace (shared Serverless
-#: backends live there) and the PriorityClass of warm-node placeholders.
-PLATFORM_OBJECTS = """\
-apiVersion: v1
-kind: Namespace
-metadata: {name: modelplane-system}
----
-apiVersion: scheduling.k8s.io/v1
-kind: PriorityClass
-metadata: {name: modelplane-placeholder}
-value: -10
-preemptionPolicy: Never
-description: modelplane warm-node placeholders; preempted by model servers.
-"""
-
-
-def accelerator_classes_yaml(provider: str) -> str:
-    from modelplane.catalog.accelerators import DEFAULT_ACCELERATORS, accelerator_class_spec
-
-    docs = [
-        {
-            "apiVersion": "modelplane.io/v1alpha1",
-            "kind": "AcceleratorClass",
-            "metadata": {"name": a.name},
-            "spec": accelerator_class_spec(a, simulated=provider == "simulated"),
-        }
-        for a in DEFAULT_ACCELERATORS
-    ]
-    return yaml.safe_dump_all(docs, sort_keys=False)
-
+            print(
+                f"cluster kept, with the operator and the emulator: export "
+                f"KUBECONFIG={cluster.kubeconfig}\n(stop it all with: modelplane-testbed "
+                f"cluster down --name {args.name})",
+                file=sys.stderr,
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:

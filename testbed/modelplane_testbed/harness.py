@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelplane_testbed.localcluster.cluster import _die_with_parent
-
 
 class OperatorProcess:
     """`modelplane run` as a subprocess against the local cluster, stopped on exit (also on
@@ -22,12 +20,17 @@ class OperatorProcess:
         self,
         cluster: Any,
         namespaces: list[str],
-        provider: str = "simulated",
         *,
+        chart_env: dict[str, str] | None = None,
         kubeconfig: Any = None,
         user: str | None = None,
+        detached: bool = False,
         **env: str,
     ) -> None:
+        """``chart_env``: the environment the chart gives the operator's container (see
+        ``Platform.chart_env``); without it, the operator's own defaults. The metrics and health
+        ports are the pod's own on a real cluster; here several operators may share the
+        cluster's network namespace, so each gets a free metrics port and no health port."""
         import os
         import socket
 
@@ -40,36 +43,39 @@ class OperatorProcess:
         self.user = user or self.USER
         self.env = {
             **os.environ,
+            **(chart_env or {}),
             # Its own identity, so the audit log tells its requests apart from everyone else's.
             "KUBECONFIG": str(
                 kubeconfig or cluster.client_kubeconfig(self.USER, ["system:masters"])
             ),
             "MODELPLANE_NAMESPACES": ",".join(namespaces),
-            "MODELPLANE_CAPACITY_PROVIDER": provider,
-            "MODELPLANE_RESYNC_INTERVAL_SECONDS": "3",
             "MODELPLANE_METRICS_PORT": str(self.metrics_port),
             "MODELPLANE_METRICS_HOST": "127.0.0.1",
             "MODELPLANE_HEALTH_PORT": "0",
-            "MODELPLANE_LOG_LEVEL": "DEBUG",
             **env,
         }
         label = "-".join(namespaces)[:40] or "all"
         self.log_path = cluster.log_dir / f"operator-{label}.log"
         self.proc: Any = None
+        self.detached = detached
 
     def start(self) -> OperatorProcess:
         import subprocess
         import sys
 
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
+        # Inside the cluster's network namespace, where pod addresses are reachable (as from a
+        # pod on a real cluster); it dies with its parent (PR_SET_PDEATHSIG).
+        self.proc = self.cluster.popen_inside(
             [sys.executable, "-m", "modelplane.cli", "run"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            die_with_parent=not self.detached,
+            start_new_session=self.detached,
         )
         log.close()
+        self.cluster.track("operator", self.proc.pid)
         return self
 
     def kill(self) -> None:
@@ -88,14 +94,12 @@ class OperatorProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a Prometheus series from the operator's /metrics."""
-        import urllib.request
-
         from prometheus_client.parser import text_string_to_metric_families
 
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
-        ) as r:
-            text = r.read().decode()
+        code, raw = self.cluster.http("127.0.0.1", self.metrics_port, "/metrics", timeout=5)
+        if code != 200:
+            raise RuntimeError(f"operator /metrics answered {code}")
+        text = raw.decode()
         total = 0.0
         for fam in text_string_to_metric_families(text):
             for s in fam.samples:

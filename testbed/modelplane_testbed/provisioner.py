@@ -12,10 +12,14 @@ capacity (`modelplane_testbed.localcluster.nodes.kwok_node`).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -33,7 +37,7 @@ LABEL_PROVISIONED_BY = "modelplane.io/provisioned-by"
 
 
 @dataclass
-class SimulatedCapacity:
+class NodeProvisioner:
     core: client.CoreV1Api
     classes: Callable[[], dict[str, AcceleratorClassSpec]]
     default_delay: float = 5.0
@@ -166,3 +170,51 @@ class SimulatedCapacity:
         self.core.create_node(node)
         self.created += 1
         log.info("simulated provider: created node %s (%s in %s)", name, cls, zone)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from kubernetes import config
+
+    from modelplane_testbed.localcluster.cluster import _die_with_parent
+
+    p = argparse.ArgumentParser(prog="python -m modelplane_testbed.provisioner")
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--delay", type=float, default=4.5, help="seconds a new node takes to boot")
+    p.add_argument("--idle", type=float, default=120.0, help="remove a node idle this long")
+    p.add_argument("--max-nodes", type=int, default=16, help="nodes per class at most")
+    p.add_argument("--tick", type=float, default=1.0)
+    args = p.parse_args(argv)
+    _die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    api = config.new_client_from_config(config_file=args.kubeconfig)
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+
+    def classes() -> dict[str, AcceleratorClassSpec]:
+        items = custom.list_cluster_custom_object(
+            "modelplane.io", "v1alpha1", "acceleratorclasses"
+        )["items"]
+        return {
+            i["metadata"]["name"]: AcceleratorClassSpec.model_validate(i["spec"]) for i in items
+        }
+
+    sim = NodeProvisioner(
+        core=core,
+        classes=classes,
+        default_delay=args.delay,
+        idle_seconds=args.idle,
+        max_nodes=args.max_nodes,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(args.tick):
+        try:
+            sim.tick()
+        except Exception:
+            log.exception("provisioner tick failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

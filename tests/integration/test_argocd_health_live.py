@@ -9,8 +9,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from modelplane.commands import accelerator_classes_yaml
 from modelplane_testbed.localcluster import LocalCluster
+from modelplane_testbed.platform import accelerator_classes_yaml
 from tests.helpers import wait_for
 from tests.unit.test_argocd_health import health
 
@@ -31,9 +31,7 @@ def _md(ns: str, name: str, **spec: Any) -> dict[str, Any]:
 def test_health_verdicts_on_captured_objects(
     cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
     custom = client.CustomObjectsApi(api)
 
     def get(name: str) -> dict[str, Any]:
@@ -67,7 +65,7 @@ def test_health_verdicts_on_captured_objects(
     ]
     captured: dict[str, dict[str, Any]] = {}
     # Static capacity, so the starved one stays short of GPUs.
-    with run_operator([namespace], provider="static"):
+    with run_operator([namespace]):
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
         captured["healthy"] = wait_for(
             lambda: phase_is("healthy", "Ready"), timeout=90, what="Ready"

@@ -1,8 +1,9 @@
-"""Autoscaling end to end on the local cluster: simulated engines, the operator, real scaling.
+"""Autoscaling end to end on the local cluster: emulated engines, the operator, real scaling.
 
-The simulated engine fleet (``python -m modelplane_testbed.fleet``) serves vLLM metrics for
-the KWOK model-server pods; the operator's autoscaler loop scrapes it and scales the Deployment
-through ``/scale``. Load rises: 1 -> 3 replicas; load falls: back to 1 once the 30 s
+The engine emulator serves vLLM's ``/metrics`` at each model-server pod's own address; the
+operator (chart defaults: ``metricsSource: pods``) scrapes the pods as on a real cluster and
+scales the Deployment through ``/scale``. At zero replicas the stand-in gateway's held requests
+(the ``modelplane.io/pending-requests`` annotation) wake it. Load rises: 1 -> 3 replicas; load falls: back to 1 once the 30 s
 scale-down window has passed. Scale to zero needs ``scaleToZeroWindow`` >= 5 min (a CRD rule),
 so it is covered by ``tests/unit/test_autoscaler_loop.py`` with an injected clock instead.
 """
@@ -20,8 +21,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelplane.commands import accelerator_classes_yaml
 from modelplane_testbed.localcluster import LocalCluster, ensure
+from modelplane_testbed.platform import accelerator_classes_yaml
 from tests.helpers import put_load, wait_for
 
 pytestmark = pytest.mark.integration
@@ -56,25 +57,15 @@ LOW_RPS = 2.0
 
 
 @pytest.fixture
-def operator(
-    cluster: LocalCluster, namespace: str, fleet_url: str, run_operator: Any
-) -> Iterator[Path]:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
-    op = run_operator(
-        [namespace],
-        "simulated",
-        MODELPLANE_RESYNC_INTERVAL_SECONDS="5",
-        MODELPLANE_METRICS_SOURCE=f"fleet:{fleet_url}",
-        MODELPLANE_AUTOSCALER_INTERVAL_SECONDS="2",
-    )
+def operator(cluster: LocalCluster, namespace: str, run_operator: Any) -> Iterator[Path]:
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
+    op = run_operator([namespace], values={"autoscalerIntervalSeconds": "2"})
     with op:
         yield op.log_path
 
 
-def _put_load(fleet_url: str, namespace: str, rps: float) -> None:
-    put_load(fleet_url, namespace, "chat", rps)
+def _put_load(control: Any, namespace: str, rps: float) -> None:
+    put_load(control, namespace, "chat", rps)
 
 
 def _status(api: Any, namespace: str) -> dict[str, Any]:
@@ -101,7 +92,7 @@ def test_scales_up_with_load_and_back_down(
     cluster: LocalCluster,
     api: Any,
     namespace: str,
-    fleet_url: str,
+    control: Any,
     operator: Path,
     tmp_path: Path,
 ) -> None:
@@ -118,7 +109,7 @@ def test_scales_up_with_load_and_back_down(
         _no_drift(cluster, manifest)
 
         # Load rises: 1 -> 3 replicas, all Ready.
-        _put_load(fleet_url, namespace, HIGH_RPS)
+        _put_load(control, namespace, HIGH_RPS)
         rise = time.monotonic()
         st = wait_for(
             lambda: (s := _status(api, namespace)).get("readyReplicas", 0) >= 3 and s,
@@ -138,7 +129,7 @@ def test_scales_up_with_load_and_back_down(
         _no_drift(cluster, manifest)
 
         # Load falls: back to 1 after the 30 s scale-down window.
-        _put_load(fleet_url, namespace, LOW_RPS)
+        _put_load(control, namespace, LOW_RPS)
         fall = time.monotonic()
         st = wait_for(
             lambda: (
@@ -190,7 +181,7 @@ def test_scales_to_zero_after_the_window_and_back_on_traffic(
     cluster: LocalCluster,
     api: Any,
     namespace: str,
-    fleet_url: str,
+    control: Any,
     operator: Path,
     tmp_path: Path,
 ) -> None:
@@ -202,9 +193,9 @@ def test_scales_to_zero_after_the_window_and_back_on_traffic(
     apps = client.AppsV1Api(api)
     try:
         wait_for(lambda: _status(api, namespace).get("phase") == "Ready", timeout=90, what="Ready")
-        _put_load(fleet_url, namespace, LOW_RPS)
+        _put_load(control, namespace, LOW_RPS)
         time.sleep(20)
-        _put_load(fleet_url, namespace, 0.0)
+        _put_load(control, namespace, 0.0)
         idle_from = time.monotonic()
         st = wait_for(
             lambda: (s := _status(api, namespace)).get("phase") == "ScaledToZero" and s,
@@ -221,7 +212,7 @@ def test_scales_to_zero_after_the_window_and_back_on_traffic(
         assert ready["reason"] == "ScaledToZero"
         _no_drift(cluster, manifest)
 
-        _put_load(fleet_url, namespace, LOW_RPS)
+        _put_load(control, namespace, LOW_RPS)
         st = wait_for(
             lambda: (s := _status(api, namespace)).get("readyReplicas", 0) >= 1 and s,
             timeout=90,

@@ -1,19 +1,17 @@
 """FineTuned: LoRA adapters loaded into every Ready replica of a base through the engine's
-runtime API (the simulated engine fleet implements vLLM's), including replicas added later."""
+runtime API at each pod's address (the engine emulator serves vLLM's routes there), including replicas added later."""
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
-from modelplane.commands import accelerator_classes_yaml
 from modelplane_testbed.localcluster import LocalCluster
+from modelplane_testbed.platform import accelerator_classes_yaml
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -55,11 +53,9 @@ ADAPTERS = [
 
 
 def test_adapters_follow_replicas_and_spec(
-    cluster: LocalCluster, api: Any, namespace: str, fleet_url: str, run_operator: Any
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     custom = client.CustomObjectsApi(api)
 
@@ -71,7 +67,7 @@ def test_adapters_follow_replicas_and_spec(
         return st
 
     def loaded() -> dict[str, set[str]]:
-        """Adapters each Ready base pod really serves, asked from the engine (the fleet)."""
+        """Adapters each Ready base pod really serves, asked from its engine at its address."""
         out = {}
         pods = core.list_namespaced_pod(
             namespace, label_selector="modelplane.io/deployment=base"
@@ -81,12 +77,10 @@ def test_adapters_follow_replicas_and_spec(
                 c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])
             ):
                 continue
-            url = f"{fleet_url}/pods/{namespace}/{p.metadata.name}/v1/models"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    models = json.loads(r.read())["data"]
-            except urllib.error.HTTPError:
+            code, raw = cluster.http(p.status.pod_ip, 8000, "/v1/models")
+            if code != 200:
                 continue  # the engine of a just-Ready pod is not up yet
+            models = json.loads(raw)["data"]
 
             out[p.metadata.name] = {m["id"] for m in models if m.get("parent")}
         return out
@@ -95,7 +89,7 @@ def test_adapters_follow_replicas_and_spec(
         got = loaded()
         return len(got) == replicas and all(v == names for v in got.values())
 
-    op = run_operator([namespace], "simulated", MODELPLANE_METRICS_SOURCE=f"fleet:{fleet_url}")
+    op = run_operator([namespace])
     with op:
         cluster.kubectl(
             "apply",

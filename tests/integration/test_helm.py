@@ -171,8 +171,6 @@ def test_install_rbac_crd_upgrade_and_uninstall(
         "-n",
         namespace,
         "--set",
-        "capacityProvider=simulated",
-        "--set",
         "image.repository=example.invalid/modelplane",
         "--wait",
         "--timeout",
@@ -190,14 +188,14 @@ def test_install_rbac_crd_upgrade_and_uninstall(
     classes = {c["metadata"]["name"]: c for c in _get(cluster, "acceleratorclasses")["items"]}
     assert defaults <= set(classes)
     for name in defaults:
-        assert classes[name]["spec"]["provisioning"]["simulated"]["maxNodes"] >= 1
+        assert "provisioning" not in classes[name]["spec"]  # static, the default provider
         assert classes[name]["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
     deployment = _get(cluster, "deployment", fullname, "-n", namespace)
     assert deployment["status"].get("availableReplicas") == 1
 
     # RBAC: as the chart's ServiceAccount, exactly what permissions.py lists, nothing else.
     sa = f"system:serviceaccount:{namespace}:{fullname}"
-    required = permissions.required(CapacityProvider.SIMULATED)
+    required = permissions.required(CapacityProvider.STATIC)
     resources = {(g, r) for g, r, _ in required} | {
         ("", "secrets"),
         ("", "configmaps"),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from kubernetes.client.rest import ApiException
 
 from modelplane.catalog import accelerators as acc
 from modelplane_testbed.localcluster import LocalCluster, ensure, listening_sockets, load_layout
+from modelplane_testbed.localcluster.netns import POD_CIDR
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -202,13 +206,70 @@ def test_built_helm_reports_versions_and_templates(cluster: LocalCluster, tmp_pa
     assert 'kube: "v1.35.2"' in pinned.stdout
 
 
-def test_started_processes_listen_only_on_loopback(cluster: LocalCluster) -> None:
+def test_started_processes_listen_only_on_loopback_or_pod_addresses(
+    cluster: LocalCluster,
+) -> None:
+    """The host sees only the relay on 127.0.0.1; inside the cluster's namespace processes
+    listen on 127.0.0.1 or on pod addresses, which exist nowhere else."""
+    pod_cidr = ipaddress.ip_network(POD_CIDR)
     seen = 0
     for pid in cluster.pids():
         for addr, _port in listening_sockets(pid):
             seen += 1
-            assert addr in ("127.0.0.1", "::ffff:127.0.0.1"), f"pid {pid} listens on {addr}"
-    assert seen >= 4  # etcd (client + peer), apiserver, controller-manager, scheduler
+            ip = ipaddress.ip_address(addr.removeprefix("::ffff:"))
+            assert ip.is_loopback or ip in pod_cidr, f"pid {pid} listens on {addr}"
+    assert seen >= 5  # relay, etcd (client + peer), apiserver, controller-manager, scheduler
+
+
+def test_nothing_inside_the_cluster_can_reach_outside(cluster: LocalCluster) -> None:
+    """The cluster's namespace has only lo: a connection to any address outside it fails at
+    once (no route), while pod addresses are local there and the apiserver is reachable."""
+    probe = textwrap.dedent(
+        """
+        import errno, json, socket, sys, time
+        out = {}
+        for host in sys.argv[1:]:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(5)
+            t = time.monotonic()
+            try:
+                s.connect((host, 443))
+                out[host] = "connected"
+            except OSError as e:
+                out[host] = [errno.errorcode.get(e.errno, str(e.errno)), time.monotonic() - t]
+            finally:
+                s.close()
+        srv = socket.socket()
+        srv.bind(("10.244.7.9", 0))
+        out["bind"] = srv.getsockname()[0]
+        print(json.dumps(out))
+        """
+    )
+    outside = ["192.0.2.1", "8.8.8.8", "172.16.0.1", "10.0.0.1", "10.245.0.1"]
+    host_ips = _host_addresses()
+    proc = subprocess.run(
+        [*cluster.enter_prefix(), sys.executable, "-c", probe, *outside, *host_ips],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    out = json.loads(proc.stdout)
+    assert out.pop("bind") == "10.244.7.9"
+    for host, result in out.items():
+        assert result != "connected", host
+        code, seconds = result
+        assert code == "ENETUNREACH", (host, result)
+        assert seconds < 1.0, (host, result)  # refused at once: nothing was sent
+    # ...while the apiserver is reachable from outside through the relay.
+    assert cluster.get("/readyz")[0] == 200
+
+
+def _host_addresses() -> list[str]:
+    """The host's own non-loopback IPv4 addresses (they must not be reachable either)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    ips = [line.split()[3].split("/")[0] for line in out.splitlines() if " lo " not in line]
+    return [ip for ip in ips if not ipaddress.ip_address(ip).is_loopback][:3]
 
 
 def test_second_cluster_runs_side_by_side_and_down_leaves_nothing(
@@ -228,7 +289,9 @@ def test_second_cluster_runs_side_by_side_and_down_leaves_nothing(
         assert other.status()["readyz"] and cluster.status()["readyz"]
         assert other.status()["nodes"] == 2
         pids = other.pids()
-        assert len(pids) == 5
+        assert len(pids) == 6  # namespace holder + relay, etcd, apiserver, cm, scheduler, kwok
+        holder = other.state().netns_pid  # type: ignore[union-attr]
+        assert holder in pids
     finally:
         other.down()
     for pid in pids:
@@ -247,7 +310,7 @@ def _is_zombie(pid: int) -> bool:
 def test_cli_status_reports_the_cluster(cluster: LocalCluster) -> None:
     env = {**os.environ, "MODELPLANE_STATE": str(cluster.dir.parent.parent)}
     out = subprocess.run(
-        ["modelplane", "cluster", "status", "--name", cluster.name],
+        ["modelplane-testbed", "cluster", "status", "--name", cluster.name],
         capture_output=True,
         text=True,
         env=env,

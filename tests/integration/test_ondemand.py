@@ -9,8 +9,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from modelplane.commands import accelerator_classes_yaml
 from modelplane_testbed.localcluster import LocalCluster
+from modelplane_testbed.platform import accelerator_classes_yaml
 from tests.helpers import REPO, audit_writes, wait_for
 
 pytestmark = pytest.mark.integration
@@ -20,9 +20,7 @@ GROUP, VERSION, PLURAL = "modelplane.io", "v1alpha1", "modeldeployments"
 
 @pytest.fixture(scope="module", autouse=True)
 def accelerator_classes(cluster: LocalCluster) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
 
 
 def examples(ns: str) -> list[dict[str, Any]]:
@@ -73,7 +71,7 @@ def test_examples_reach_ready_on_the_right_accelerators(
     }
     every = [d["metadata"]["name"] for d in docs]
     names = [d["metadata"]["name"] for d in ondemand]
-    with run_operator([namespace], MODELPLANE_METRICS_SOURCE=f"fleet:{fleet_url}") as op:
+    with run_operator([namespace]) as op:
         apply(cluster, *docs)
         wait_for(lambda: all_ready(api, namespace, every), timeout=180, what="every example Ready")
         table = cluster.kubectl("get", "mdep", "-n", namespace)
@@ -218,7 +216,7 @@ def test_nodepool_shared_and_removed_with_last_user(
         return {i["metadata"]["name"] for i in items}
 
     a10g = {"class": "nvidia-a10g-24gb", "count": 1}
-    with run_operator([namespace], provider="karpenter"):
+    with run_operator([namespace], "karpenter"):
         apply(
             cluster,
             _md(
@@ -304,7 +302,7 @@ def test_capacity_condition_when_gpus_cannot_be_had(
     cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
     """Static capacity: a pod no node can hold -> CapacityAvailable=False/InsufficientCapacity."""
-    with run_operator([namespace], provider="static"):
+    with run_operator([namespace]):
         apply(
             cluster,
             _md(

@@ -10,11 +10,10 @@ import pytest
 import yaml
 
 from modelplane.api.enums import CapacityProvider
-from modelplane.commands import accelerator_classes_yaml
-from modelplane_testbed.localcluster import LocalCluster
-from modelplane_testbed.harness import audit_events
 from modelplane.permissions import PERMISSIONS, required
-from tests.conftest import ChartIdentity
+from modelplane_testbed.harness import audit_events
+from modelplane_testbed.localcluster import LocalCluster
+from modelplane_testbed.platform import ChartRelease, accelerator_classes_yaml
 from tests.helpers import put_load, wait_for
 from tests.integration.test_preload import static_pv
 
@@ -40,7 +39,7 @@ def _phase(cluster: LocalCluster, ns: str, name: str) -> str:
     return cluster.kubectl("get", "mdep", name, "-n", ns, "-o", "jsonpath={.status.phase}")
 
 
-def _used(cluster: LocalCluster, ident: ChartIdentity) -> dict[tuple[str, str], set[str]]:
+def _used(cluster: LocalCluster, ident: ChartRelease) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
     for ev in audit_events(cluster, ident.user):
         ref = ev.get("objectRef") or {}
@@ -60,23 +59,19 @@ def _replicas(cluster: LocalCluster, ns: str, name: str) -> str:
     )
 
 
-def _exercise(cluster: LocalCluster, ns: str, run_operator: Any, provider: str, fleet: str) -> None:
+def _exercise(
+    cluster: LocalCluster, ns: str, run_operator: Any, provider: str, control: Any
+) -> None:
     """A user's day: create (needing new capacity), autoscale up and down, change, delete."""
-    env = {
-        "MODELPLANE_SIMULATED_IDLE_SECONDS": "2",
-        "MODELPLANE_SIMULATED_PROVISIONING_DELAY_SECONDS": "1",
-        "MODELPLANE_SIMULATED_TIME_SCALE": "0.01",
-        "MODELPLANE_METRICS_SOURCE": f"fleet:{fleet}",
-        "MODELPLANE_AUTOSCALER_INTERVAL_SECONDS": "2",
-    }
     name = f"p-{provider}"
-    with run_operator([ns], provider, **env):
+    release = "karpenter" if provider == "karpenter" else "default"
+    with run_operator([ns], release, values={"autoscalerIntervalSeconds": "2"}):
         # 12 single-GPU replicas: more A10G GPUs than the cluster has, so capacity is needed.
         md = _md(ns, name, replicas={"min": 1, "max": 12, "pinned": 12})
-        if provider == "simulated":  # weights cached on the class's nodes, one warm node
+        if provider == "static":  # weights cached on the class's nodes, one warm node
             md["spec"]["preload"] = {"mode": "NodeLocal", "warmNodes": 1}
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(md))
-        if provider == "simulated":
+        if provider == "static":
             wait_for(lambda: _phase(cluster, ns, name) == "Ready", timeout=120, what="Ready")
             wait_for(
                 lambda: (
@@ -102,9 +97,9 @@ def _exercise(cluster: LocalCluster, ns: str, run_operator: Any, provider: str, 
                 "loadTargets": {"concurrentRequests": 16},
             }
             cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(md))
-            put_load(fleet, ns, name, 60.0)
+            put_load(control, ns, name, 60.0)
             wait_for(lambda: _replicas(cluster, ns, name) == "3", timeout=90, what="3 replicas")
-            put_load(fleet, ns, name, 1.0)
+            put_load(control, ns, name, 1.0)
             wait_for(lambda: _replicas(cluster, ns, name) == "1", timeout=120, what="back to 1")
         else:
             wait_for(lambda: _phase(cluster, ns, name) != "", timeout=60, what="status")
@@ -117,7 +112,7 @@ def _exercise(cluster: LocalCluster, ns: str, run_operator: Any, provider: str, 
             what="PDB removed",
         )
         cluster.kubectl("delete", "mdep", name, "-n", ns)
-        if provider == "simulated":
+        if provider == "static":
             # SharedVolume: a claim filled once by a Job, mounted read-only.
             pv = static_pv(f"pv-{ns}"[:60])
             cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
@@ -147,16 +142,6 @@ def _exercise(cluster: LocalCluster, ns: str, run_operator: Any, provider: str, 
                 timeout=60,
                 what="backend removed",
             )
-            wait_for(
-                lambda: (
-                    cluster.kubectl(
-                        "get", "nodes", "-l", "modelplane.io/provisioned-by", "-o", "name"
-                    )
-                    == ""
-                ),
-                timeout=90,
-                what="idle simulated nodes removed",
-            )
         if provider == "karpenter":
             wait_for(
                 lambda: (
@@ -168,20 +153,18 @@ def _exercise(cluster: LocalCluster, ns: str, run_operator: Any, provider: str, 
             )
 
 
-@pytest.mark.parametrize("provider", ["simulated", "karpenter"])
+@pytest.mark.parametrize("provider", ["static", "karpenter"])
 def test_every_granted_permission_is_used_and_nothing_more(
     cluster: LocalCluster,
     namespace: str,
     run_operator: Any,
-    chart_identities: dict[str, ChartIdentity],
-    fleet_url: str,
+    releases: dict[str, ChartRelease],
+    control: Any,
     provider: str,
 ) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
-    _exercise(cluster, namespace, run_operator, provider, fleet_url)
-    ident = chart_identities[provider]
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
+    _exercise(cluster, namespace, run_operator, provider, control)
+    ident = releases["karpenter" if provider == "karpenter" else "default"]
     used = _used(cluster, ident)
     granted: dict[tuple[str, str], set[str]] = {}
     for (group, resource, _namespaced), verbs in required(CapacityProvider(provider)).items():
@@ -191,7 +174,7 @@ def test_every_granted_permission_is_used_and_nothing_more(
         assert verbs <= granted.get(key, set()), (
             f"used without a grant: {key} {verbs - granted.get(key, set())}"
         )
-    # Nothing granted that the operator never used. The simulated run exercises every common
+    # Nothing granted that the operator never used. The static run exercises every common
     # path (capacity, autoscaling, disruption budgets); the karpenter run its NodePools.
     checked = granted
     if provider == "karpenter":

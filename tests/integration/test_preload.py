@@ -11,8 +11,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from modelplane.commands import accelerator_classes_yaml
 from modelplane_testbed.localcluster import LocalCluster
+from modelplane_testbed.platform import accelerator_classes_yaml
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -64,9 +64,7 @@ def scale_up_seconds(cluster: LocalCluster, core: Any, ns: str, doc: dict[str, A
 def test_warm_scale_up_beats_cold_and_pods_require_cached_nodes(
     cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
 
@@ -77,7 +75,7 @@ def test_warm_scale_up_beats_cold_and_pods_require_cached_nodes(
         st: dict[str, Any] = obj.get("status") or {}
         return st
 
-    with run_operator([namespace], "simulated", MODELPLANE_SIMULATED_IDLE_SECONDS="600"):
+    with run_operator([namespace]):
         # Cold: the second replica needs a new node, the image, the weights and a warm-up.
         cold = md(namespace, "cold", 1)
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(cold))
@@ -161,16 +159,14 @@ def static_pv(name: str) -> dict[str, Any]:
 def test_shared_volume_filled_once_mounted_read_only_and_retained(
     cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
     core = client.CoreV1Api(api)
     pv = f"pv-{namespace}"[:60]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(static_pv(pv)))
     doc = md(namespace, "shared", 2, {"mode": "SharedVolume"})
     doc["spec"]["accelerator"] = {"class": "nvidia-h100-80gb", "count": 2}
     try:
-        with run_operator([namespace], "simulated"):
+        with run_operator([namespace]):
             cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
             custom = client.CustomObjectsApi(api)
 

@@ -10,9 +10,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from modelplane.commands import accelerator_classes_yaml
 from modelplane_testbed.localcluster import LocalCluster
-from tests.conftest import ChartIdentity
+from modelplane_testbed.platform import ChartRelease, accelerator_classes_yaml
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,12 +45,10 @@ def test_two_namespaces_share_one_backend_until_the_last_tenant_goes(
     namespace: str,
     second_namespace: str,
     run_operator: Any,
-    chart_identities: dict[str, ChartIdentity],
+    releases: dict[str, ChartRelease],
 ) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-    )
-    opns = chart_identities["simulated"].namespace
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
+    opns = releases["default"].namespace
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
 

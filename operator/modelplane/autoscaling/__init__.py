@@ -1,4 +1,4 @@
-"""modelplane.autoscaling: pure autoscaling policy, metric sources and a fleet simulator.
+"""modelplane.autoscaling: the pure autoscaling policy and engine metric parsing.
 
 No kopf and no Kubernetes client here; the operator's wiring feeds ``MetricSample``s
 (from ``metrics.FleetCollector`` or ``metrics.PrometheusSource``) into a

@@ -1,7 +1,7 @@
 """GPU kinds and the instance shapes that carry them.
 
 One table feeds three consumers that must agree: the default AcceleratorClasses the chart and the
-operator ship, the simulated GPU nodes of the local cluster, and the node labels/taints that
+operator ship, the GPU nodes of the local test bed, and the node labels/taints that
 `infra/` puts on real GPU capacity. Figures come from AWS/GCP instance documentation (GPU memory
 in MiB as the cloud reports it, vCPU, memory) and the seed's per-GPU-hour price table.
 """

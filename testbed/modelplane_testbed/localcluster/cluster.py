@@ -32,7 +32,7 @@ from typing import Any, Self
 
 import yaml
 
-from modelplane_testbed.localcluster import binaries, pki
+from modelplane_testbed.localcluster import binaries, netns, pki
 from modelplane_testbed.localcluster.nodes import NodeLayout, load_layout
 
 Log = Callable[[str], None]
@@ -52,7 +52,7 @@ rules:
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
 """
-POD_CIDR = "10.244.0.0/16"
+POD_CIDR = netns.POD_CIDR
 
 
 class ClusterError(RuntimeError):
@@ -118,6 +118,8 @@ class ClusterState:
     kubernetes_version: str
     ports: dict[str, int]
     processes: list[ProcessRecord] = field(default_factory=list)
+    #: The process holding the cluster's network namespace (and relaying the host to it).
+    netns_pid: int | None = None
 
     @property
     def server(self) -> str:
@@ -130,6 +132,7 @@ class ClusterState:
                 "kubernetesVersion": self.kubernetes_version,
                 "ports": self.ports,
                 "processes": [p.__dict__ for p in self.processes],
+                "netnsPid": self.netns_pid,
             },
             indent=2,
         )
@@ -142,6 +145,7 @@ class ClusterState:
             kubernetes_version=d["kubernetesVersion"],
             ports=d["ports"],
             processes=[ProcessRecord(**p) for p in d["processes"]],
+            netns_pid=d.get("netnsPid"),
         )
 
 
@@ -179,6 +183,28 @@ class LocalCluster:
     @property
     def log_dir(self) -> Path:
         return self.dir / "logs"
+
+    @property
+    def connect_socket(self) -> Path:
+        """Unix socket of the namespace holder: ``CONNECT host:port`` into the cluster."""
+        return self.dir / "netns.sock"
+
+    def http(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, bytes]:
+        """An HTTP request to ``host:port`` inside the cluster's network namespace (a pod
+        address, the operator's metrics port), from outside it."""
+        return netns.http_request(
+            str(self.connect_socket), host, port, method, path, body, headers, timeout
+        )
 
     def state(self) -> ClusterState | None:
         if self._state is None and self.state_file.exists():
@@ -231,14 +257,12 @@ class LocalCluster:
         st = self._state
         self._write_kubeconfig(keys, st)
         try:
-            self._start_etcd(bins, st)
-            self._wait(
-                lambda: self._http_ok(f"http://127.0.0.1:{st.ports['etcd']}/health"),
-                deadline,
-                "etcd /health",
-                "etcd",
+            self._start_netns(st, deadline)
+            self.log(
+                f"network namespace ready (holder pid {st.netns_pid}, pod CIDR {POD_CIDR} local, "
+                f"no route out) ({time.monotonic() - t0:.1f}s)"
             )
-            self.log(f"etcd ready on 127.0.0.1:{st.ports['etcd']} ({time.monotonic() - t0:.1f}s)")
+            self._start_etcd(bins, st)
             self._start_apiserver(bins, st, keys)
             self._wait(lambda: self._readyz(st), deadline, "kube-apiserver /readyz", "apiserver")
             self.log(f"kube-apiserver ready at {st.server} ({time.monotonic() - t0:.1f}s)")
@@ -263,12 +287,82 @@ class LocalCluster:
         )
         return st
 
+    def enter_prefix(self) -> list[str]:
+        """argv prefix that runs a command inside this cluster's network namespace."""
+        st = self.state()
+        if st is None or st.netns_pid is None:
+            raise ClusterError(f"cluster {self.name!r} is not running")
+        return netns.enter_prefix(st.netns_pid)
+
+    def popen_inside(
+        self,
+        argv: Sequence[str],
+        *,
+        die_with_parent: bool = True,
+        **kw: Any,
+    ) -> subprocess.Popen[Any]:
+        """Start ``argv`` inside the cluster's network namespace (pod IPs are local there; no
+        address outside it is reachable). ``kw`` goes to ``subprocess.Popen``."""
+        return subprocess.Popen(
+            [*self.enter_prefix(), *argv],
+            preexec_fn=_die_with_parent if die_with_parent else None,
+            **kw,
+        )
+
+    def track(self, name: str, pid: int) -> None:
+        """Record a process started inside the cluster, so ``down`` stops it too."""
+        st = self.state()
+        start = _proc_start_time(pid)
+        if st is None or start is None:
+            return
+        st.processes.append(ProcessRecord(name, pid, start, name))
+        self._save()
+
+    def _start_netns(self, st: ClusterState, deadline: float) -> None:
+        port = st.ports["apiserver"]
+        listener = netns.listen_on_host(port)
+        fd = listener.fileno()
+        logf = (self.log_dir / "netns.log").open("ab")
+        try:
+            proc = subprocess.Popen(
+                [
+                    *netns.create_prefix(),
+                    sys.executable, "-m", "modelplane_testbed.localcluster.netns",
+                    f"--cidr={POD_CIDR}", "--relay", f"{fd}:{port}",
+                    f"--connect-socket={self.connect_socket}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(fd,),
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                cwd=self.dir,
+            )  # fmt: skip
+        finally:
+            logf.close()
+            listener.close()  # the holder has its own copy
+        self._popen.append(proc)
+        start = _proc_start_time(proc.pid)
+        if start is None:
+            raise ClusterError(f"netns holder exited at once; see {self.log_dir / 'netns.log'}")
+        st.processes.append(ProcessRecord("netns", proc.pid, start, "netns"))
+        st.netns_pid = proc.pid
+        self._save()
+        log = self.log_dir / "netns.log"
+        self._wait(
+            lambda: "NETNS_READY" in log.read_text(errors="replace"),
+            deadline,
+            "the network namespace (unshare -rn: are user namespaces allowed?)",
+            "netns",
+        )
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         assert self._state is not None
         logf = (self.log_dir / f"{name}.log").open("ab")
         try:
             proc = subprocess.Popen(
-                argv,
+                [*self.enter_prefix(), *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,

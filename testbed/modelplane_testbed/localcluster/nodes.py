@@ -194,5 +194,3 @@ def kwok_node(
         "spec": spec,
         "status": {"capacity": resources, "allocatable": dict(resources)},
     }
-
-
