@@ -32,12 +32,11 @@ import yaml
 
 from benchmarks.report import write_section
 from modelplane.api.enums import Precision
-from modelplane_testbed.simulator import ColdStartModel
 from modelplane.catalog.models import get_model
 from modelplane.catalog.sizing import weights_gib
-from modelplane.commands import accelerator_classes_yaml
 from modelplane_testbed.localcluster import LocalCluster, load_layout
-from modelplane_testbed.harness import OperatorProcess
+from modelplane_testbed.platform import Platform, accelerator_classes_yaml
+from modelplane_testbed.simulator import ColdStartModel
 
 REPO = Path(__file__).resolve().parents[2]
 SCALE = 0.05
@@ -149,33 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     warms: list[float] = []
     try:
         cluster.up(crd_dirs=[REPO / "crds"], timeout=300)
-        cluster.kubectl(
-            "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("simulated")
-        )
-        cluster.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=yaml.safe_dump(
-                {
-                    "apiVersion": "scheduling.k8s.io/v1",
-                    "kind": "PriorityClass",
-                    "metadata": {"name": "modelplane-placeholder"},
-                    "value": -10,
-                    "preemptionPolicy": "Never",
-                }
-            ),
-        )
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
         ns = "bench"
         cluster.kubectl("create", "namespace", ns)
-        op = OperatorProcess(
-            cluster,
-            [ns],
-            provider="simulated",
-            MODELPLANE_SIMULATED_TIME_SCALE=str(SCALE),
-            MODELPLANE_SIMULATED_IDLE_SECONDS="3",
-            MODELPLANE_LOG_LEVEL="INFO",
-        )
+        platform = Platform(cluster, time_scale=SCALE, idle_seconds=3).start()
+        rel = platform.install()
+        op = platform.operator(rel, [ns], {"logLevel": "INFO"})
         with op:
             for i in range(args.repeats):
                 # Cold first: the class has one node, so the second replica needs a new one.

@@ -22,9 +22,9 @@ from pathlib import Path
 import yaml
 
 from benchmarks.report import write_section
-from modelplane.commands import accelerator_classes_yaml
+from modelplane_testbed.harness import audit_writes
 from modelplane_testbed.localcluster import LocalCluster, load_layout
-from modelplane_testbed.harness import OperatorProcess, audit_writes
+from modelplane_testbed.platform import Platform, accelerator_classes_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,13 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalCluster("bench", state_root=root, layout=layout, die_with_parent=True)
     try:
         cluster.up(crd_dirs=[REPO / "crds"], timeout=300)
-        cluster.kubectl(
-            "apply", "--server-side", "-f", "-", input=accelerator_classes_yaml("static")
-        )
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
         ns = "bench"
         cluster.kubectl("create", "namespace", ns)
-        op = OperatorProcess(cluster, [ns], provider="static", MODELPLANE_LOG_LEVEL="INFO")
-        op.env["MODELPLANE_RESYNC_INTERVAL_SECONDS"] = "30"
+        platform = Platform(cluster).start()
+        rel = platform.install()
+        op = platform.operator(rel, [ns], {"logLevel": "INFO", "resyncIntervalSeconds": "30"})
         with op:
             time.sleep(3)
             t0 = time.monotonic()
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"did not converge in {args.timeout}s", file=sys.stderr)
                 return 1
             time.sleep(5)  # let trailing status updates land
-            writes = audit_writes(cluster, OperatorProcess.USER)
+            writes = audit_writes(cluster, op.user)
             reconciles = op.metric("modelplane_reconciles_total", result="ok")
             kinds = Counter(
                 f"{e['verb']} {e['objectRef'].get('resource')}"
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             # A full resync round with nothing changed.
             before = len(writes)
             time.sleep(35)
-            idle = len(audit_writes(cluster, OperatorProcess.USER)) - before
+            idle = len(audit_writes(cluster, op.user)) - before
             idle_reconciles = op.metric("modelplane_reconciles_total", result="ok") - reconciles
             rss = op.peak_rss_mib()
     finally:
