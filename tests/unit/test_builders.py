@@ -21,7 +21,7 @@ CASES = sorted(p.name for p in DATA.iterdir() if (p / "input.yaml").exists())
 
 def render(case: str) -> list[dict[str, Any]]:
     docs = list(yaml.safe_load_all((DATA / case / "input.yaml").read_text()))
-    provider = "simulated" if case.startswith("sim-") else "karpenter"
+    provider = "static" if case.startswith("sim-") else "karpenter"
     return render_documents(docs, provider)
 
 

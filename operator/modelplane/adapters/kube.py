@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from modelplane.api.enums import AdapterStrategy, PreloadMode, Tier
+from modelplane.api.enums import PreloadMode, Tier
 from modelplane.api.v1alpha1 import GROUP, VERSION, AcceleratorClassSpec, ModelDeployment
 from modelplane.builders import serverless
 from modelplane.builders.objects import (
@@ -143,13 +143,11 @@ class Kube:
         ref = md.spec.base
         if md.spec.tier == Tier.FINE_TUNED and ref is not None and ref.deployment:
             base = next((m for m in siblings if m.metadata.name == ref.deployment), None)
-            if md.spec.adapter_strategy == AdapterStrategy.MULTI_LORA:
-                target, owned_by = ref.deployment, "base"
+            target, owned_by = ref.deployment, "base"
         lora_demand = sum(
             len(m.spec.adapters)
             for m in siblings
             if m.spec.tier == Tier.FINE_TUNED
-            and m.spec.adapter_strategy == AdapterStrategy.MULTI_LORA
             and m.spec.base is not None
             and m.spec.base.deployment == name
         )

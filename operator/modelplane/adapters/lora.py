@@ -1,6 +1,6 @@
 """FineTuned (MultiLoRA): keep every Ready replica of a base serving exactly the adapters asked for.
 
-Every few seconds, for each `tier: FineTuned` ModelDeployment with `adapterStrategy: MultiLoRA`,
+Every few seconds, for each `tier: FineTuned` ModelDeployment (adapters are always MultiLoRA),
 the loop lists the Ready pods of its base (the base ModelDeployment's Deployment, or its own when
 the base is a catalog model) and, through the engine's runtime API (vLLM's
 `/v1/load_lora_adapter`, `/v1/unload_lora_adapter`, `/v1/models`), loads the adapters a pod
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelplane.adapters.kube import pod_view
-from modelplane.api.enums import AdapterStrategy, Tier
+from modelplane.api.enums import Tier
 from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders.objects import LABEL_DEPLOYMENT
 from modelplane.reconcile.core import AdapterView
@@ -124,12 +124,7 @@ class LoraLoop:
 
     def round(self) -> None:
         mds = self._mds()
-        tuned = [
-            m
-            for m in mds
-            if m.spec.tier == Tier.FINE_TUNED
-            and m.spec.adapter_strategy == AdapterStrategy.MULTI_LORA
-        ]
+        tuned = [m for m in mds if m.spec.tier == Tier.FINE_TUNED]
         # (namespace, target deployment) -> adapter name -> path, over every FineTuned object.
         wanted: dict[tuple[str, str], dict[str, str]] = {}
         for m in tuned:

@@ -47,11 +47,6 @@ class PreloadMode(StrEnum):
     SHARED_VOLUME = "SharedVolume"
 
 
-class AdapterStrategy(StrEnum):
-    MULTI_LORA = "MultiLoRA"  # adapters loaded at runtime into the base's replicas
-    MERGED = "Merged"  # a dedicated deployment serving merged weights
-
-
 class Phase(StrEnum):
     PENDING = "Pending"
     PROVISIONING = "Provisioning"

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from modelplane.api.enums import (
-    AdapterStrategy,
     EngineType,
     Phase,
     Precision,
@@ -70,6 +69,25 @@ Uri = Annotated[
     ),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+
+#: The one way FineTuned adapters are served: loaded at runtime into the base's servers.
+MULTI_LORA = "MultiLoRA"
+ADAPTER_STRATEGY_MESSAGE = (
+    "adapterStrategy must be MultiLoRA (adapters loaded at runtime into the base's servers); "
+    "Merged is not supported: merge the adapters offline and serve the merged weights as "
+    "tier OnDemand with model.uri (e.g. hf://org/merged-model)"
+)
+#: A plain string with a rule rather than an enum: the apiserver skips CEL rules after an enum
+#: violation, and this message says what to do instead.
+AdapterStrategy = Annotated[
+    str,
+    Field(
+        max_length=32,
+        description="MultiLoRA (the only strategy): adapters loaded at runtime into the base's "
+        "servers.",
+        json_schema_extra=k8s(cel(f"self == '{MULTI_LORA}'", ADAPTER_STRATEGY_MESSAGE)),
+    ),
+]
 
 
 class Model(BaseModel):
@@ -394,7 +412,14 @@ class ModelDeploymentSpec(Model):
     preload: Preload | None = None
     base: BaseRef | None = None
     adapters: list[Adapter] = Field(default_factory=list, max_length=64)
-    adapter_strategy: AdapterStrategy = AdapterStrategy.MULTI_LORA
+    adapter_strategy: AdapterStrategy = MULTI_LORA
+
+    @field_validator("adapter_strategy")
+    @classmethod
+    def _only_multi_lora(cls, v: str) -> str:
+        if v != MULTI_LORA:  # an object stored before Merged was removed
+            raise ValueError(ADAPTER_STRATEGY_MESSAGE)
+        return v
 
 
 # --------------------------------------------------------------------------- status

@@ -7,7 +7,6 @@ in tests/data/builders/ pin.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -94,25 +93,8 @@ def endpoint_url(r: Resolved, ctx: BuildContext) -> str:
 
 
 # --------------------------------------------------------------------------- engine arguments
-MERGE_SCRIPT = """\
-import os, sys
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-base, out, adapters = sys.argv[1], sys.argv[2], sys.argv[3:]
-if os.path.exists(os.path.join(out, "config.json")):
-    sys.exit(0)  # merged before: the cache volume keeps it across restarts
-model = AutoModelForCausalLM.from_pretrained(base, torch_dtype="auto")
-for adapter in adapters:
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-model.save_pretrained(out)
-AutoTokenizer.from_pretrained(base).save_pretrained(out)
-"""
-
-
 def model_argument(r: Resolved) -> str:
     """How the engine is told where the weights are."""
-    if r.merged_adapters:
-        return f"{CACHE_MOUNT}/merged"
     if r.preload_mode == PreloadMode.SHARED_VOLUME and r.scheme == "hf":
         return "/models/shared"  # filled once by the fill Job, mounted read-only
     scheme, _, rest = r.uri.partition("://")
@@ -316,28 +298,6 @@ def build_deployment(r: Resolved, ctx: BuildContext, *, cache_warm: bool = False
     }
     pod_labels = {**labels(r), LABEL_ACCELERATOR_CLASS: r.accelerator_class}
     init: list[dict[str, Any]] = []
-    if r.merged_adapters:
-        # Merged strategy: merge the adapters into the base once, into the cache volume.
-        base_ref = dataclasses.replace(r, merged_adapters=())
-        init.append(
-            {
-                "name": "merge-adapters",
-                "image": r.image,
-                "command": ["python3", "-c", MERGE_SCRIPT],
-                "args": [
-                    model_argument(base_ref),
-                    f"{CACHE_MOUNT}/merged",
-                    *(
-                        uri.partition("://")[2] if uri.startswith("hf://") else uri
-                        for _, uri in r.merged_adapters
-                    ),
-                ],
-                "env": env,
-                "volumeMounts": mounts,
-                "resources": container["resources"],
-                "securityContext": container["securityContext"],
-            }
-        )
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from modelplane.api.enums import (
-    AdapterStrategy,
     EngineType,
     Precision,
     PreloadMode,
@@ -109,8 +108,6 @@ class Resolved:
     pinned_replicas: int | None
     sizing_explanation: str
     notes: tuple[str, ...] = field(default=())
-    #: Merged strategy: adapters (name, uri) merged into the base weights before serving.
-    merged_adapters: tuple[tuple[str, str], ...] = ()
     preload_mode: PreloadMode = PreloadMode.NONE
     warm_nodes: int = 0
     retain_cache: bool = True
@@ -356,9 +353,8 @@ def resolve_fine_tuned(
 ) -> tuple[Resolved, bool]:
     """A FineTuned object: (what serves it, whether it has servers of its own).
 
-    MultiLoRA on a base ModelDeployment: the base's servers, adapters loaded at runtime (no
-    servers of its own). MultiLoRA on a catalog base: its own servers with LoRA enabled.
-    Merged: its own servers running the base with the adapters merged into the weights.
+    Adapters are always loaded at runtime (MultiLoRA). On a base ModelDeployment: the base's
+    servers (no servers of its own). On a catalog base: its own servers with LoRA enabled.
     """
     spec = md.spec
     ref = spec.base
@@ -374,28 +370,24 @@ def resolve_fine_tuned(
             raise ResolveError(
                 "InvalidBase", f"base {ref.deployment!r} is itself FineTuned; use its base instead"
             )
-        if base.spec.tier == Tier.SERVERLESS and spec.adapter_strategy == AdapterStrategy.MERGED:
-            raise ResolveError("InvalidBase", "Merged adapters need an OnDemand or catalog base")
         try:
             served = resolve(base, classes)
         except ResolveError as e:
             raise ResolveError("BaseNotReady", f"base {ref.deployment!r}: {e.message}") from None
-        if spec.adapter_strategy == AdapterStrategy.MULTI_LORA:
-            return served, False
-        model = base.spec.model
-    else:
-        model = ModelSource(catalog=ref.catalog)
+        return served, False
     own = md.model_copy(
         update={
             "spec": spec.model_copy(
-                update={"tier": Tier.ON_DEMAND, "model": model, "adapters": [], "base": None}
+                update={
+                    "tier": Tier.ON_DEMAND,
+                    "model": ModelSource(catalog=ref.catalog),
+                    "adapters": [],
+                    "base": None,
+                }
             )
         }
     )
     r = resolve(own, classes)
-    if spec.adapter_strategy == AdapterStrategy.MERGED:
-        merged = tuple((a.name, a.uri) for a in spec.adapters)
-        return dataclasses.replace(r, tier=Tier.FINE_TUNED, merged_adapters=merged), True
     n = len(spec.adapters)
     return (
         dataclasses.replace(

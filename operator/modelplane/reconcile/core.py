@@ -540,21 +540,15 @@ def _fine_tuned_status(status: dict[str, Any], obs: Observed, p: Plan, cond: Any
         rows.append(row)
     status["adapters"] = rows
     served = [f"{md.metadata.name}--{a.name}" for a in md.spec.adapters]
-    if served and not r.merged_adapters:
+    if served:
         status["endpoint"] = {
             "url": endpoint_url(r, obs.ctx),
             "model": served[0],
             "aliases": served[1:],
         }
-    elif r.merged_adapters:
-        status["endpoint"] = {
-            "url": endpoint_url(r, obs.ctx),
-            "model": r.served_name,
-            "aliases": [],
-        }
     if not p.has_servers:
         status["cost"] = {"gpuHourly": "0.00", "currency": "USD"}  # the base pays for its GPUs
-    if r.merged_adapters or status.get("phase") not in (Phase.READY.value, Phase.UPDATING.value):
+    if status.get("phase") not in (Phase.READY.value, Phase.UPDATING.value):
         return
     failed = [x for x in rows if x.get("reason")]
     loaded = all(x["totalReplicas"] > 0 and x["loadedReplicas"] == x["totalReplicas"] for x in rows)
