@@ -102,6 +102,14 @@ def emitted_failure_reasons() -> set[str]:
             return [node.value]
         if isinstance(node, ast.IfExp):
             return literals(node.body) + literals(node.orelse)
+        if isinstance(node, ast.Attribute) and node.attr == "value":
+            return literals(node.value)
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "FailureReason"
+        ):
+            return [FailureReason[node.attr].value]
         return []
 
     out: set[str] = set()

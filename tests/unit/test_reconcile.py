@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import pytest
 
 from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.commands import default_classes
@@ -255,3 +258,134 @@ def test_serverless_needs_a_catalog_model() -> None:
     )
     p = plan(observe(m, DeploymentView(exists=False)))
     assert p.error is not None and p.error.reason == "CatalogModelRequired"
+
+
+# --------------------------------------------------------------------------- child conflicts
+def _conflict_obs(m: ModelDeployment, foreign: frozenset[str], **kw: Any) -> Observed:
+    return Observed(
+        m, default_classes(), DeploymentView(exists=False), {}, (), {}, NOW, foreign=foreign, **kw
+    )
+
+
+def _assert_conflict(obs: Observed, kind: str, name: str) -> None:
+    p = plan(obs)
+    assert p.apply == [] and p.delete == [] and p.scale_to is None, "a stranger's object touched"
+    assert p.error is not None and p.error.reason == "ChildConflict"
+    assert f"{kind} {name}" in p.error.message or f"{kind} " in p.error.message
+    assert name in p.error.message and kind in p.error.message
+    assert "rename" in p.error.message and "delete" in p.error.message
+    status, events = compute_status(obs, p)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ChildConflict"
+    assert status["phase"] == "Failed" and events[0].reason == "ChildConflict"
+
+
+FOREIGN_CASES = [
+    ("Service", {}, "Service", "ns/m"),
+    ("PodDisruptionBudget", {}, "PodDisruptionBudget", "ns/m"),
+    ("WarmPool", {"preload": {"mode": "NodeLocal", "warmNodes": 1}}, "Deployment", "ns/m-warm"),
+    ("WeightsClaim", {"preload": {"mode": "SharedVolume"}}, "PersistentVolumeClaim", "weights-"),
+    ("FillJob", {"preload": {"mode": "SharedVolume"}}, "Job", "ns/fill-"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "spec", "kind", "name"), FOREIGN_CASES, ids=[c[0] for c in FOREIGN_CASES]
+)
+def test_a_child_the_operator_did_not_create_is_a_conflict_and_left_alone(
+    key: str, spec: dict[str, Any], kind: str, name: str
+) -> None:
+    _assert_conflict(_conflict_obs(md(**spec), frozenset({key})), kind, name)
+
+
+def test_a_strangers_deployment_is_a_conflict_naming_it() -> None:
+    obs = observe(md(), DeploymentView(exists=True, replicas=4, owned=False))
+    _assert_conflict(obs, "Deployment", "ns/m")
+
+
+def test_a_strangers_object_we_no_longer_want_is_not_deleted() -> None:
+    # max 1 -> no PDB wanted; a PDB of the same name that is not ours stays, without a conflict.
+    obs = Observed(
+        md(replicas={"min": 1, "max": 1}),
+        default_classes(),
+        DeploymentView(exists=False),
+        {"PodDisruptionBudget": None},
+        (),
+        {},
+        NOW,
+        foreign=frozenset({"PodDisruptionBudget", "WarmPool"}),
+    )
+    p = plan(obs)
+    assert p.error is None and p.delete == []
+    assert "PodDisruptionBudget" not in [o["kind"] for o in p.apply]
+
+
+def test_a_strangers_cache_job_is_a_conflict() -> None:
+    from modelplane.builders.preload import PreloadView
+
+    m = md(preload={"mode": "NodeLocal"})
+    obs = _conflict_obs(
+        m, frozenset(), preload=PreloadView(0, 2, 0, None, foreign_jobs=("cache-abc-123",))
+    )
+    _assert_conflict(obs, "Job", "ns/cache-abc-123")
+
+
+@pytest.mark.parametrize("key", ["Service", "PodDisruptionBudget", "TenantService"])
+def test_serverless_children_of_strangers_are_conflicts(key: str) -> None:
+    from modelplane.builders.objects import BuildContext
+
+    obs = Observed(
+        serverless_md("t1", "a"),
+        default_classes(),
+        DeploymentView(exists=False),
+        {},
+        (),
+        {},
+        NOW,
+        BuildContext(operator_namespace="mp-system"),
+        foreign=frozenset({key}),
+    )
+    p = plan(obs)
+    assert p.apply == [] and p.error is not None and p.error.reason == "ChildConflict"
+    where = "a/t1" if key == "TenantService" else "mp-system/sls-"
+    assert where in p.error.message and "delete" in p.error.message
+
+
+def test_a_strangers_nodepool_is_a_conflict() -> None:
+    from modelplane.api.enums import CapacityProvider
+    from modelplane.api.v1alpha1 import AcceleratorClassSpec
+    from modelplane.builders.objects import BuildContext
+
+    classes = {
+        n: AcceleratorClassSpec.model_validate(
+            {
+                **c.model_dump(by_alias=True, exclude_none=True),
+                "provisioning": {
+                    "karpenter": {
+                        "nodeClassRef": {
+                            "group": "karpenter.k8s.aws",
+                            "kind": "EC2NodeClass",
+                            "name": "gpu",
+                        }
+                    }
+                },
+            }
+        )
+        for n, c in default_classes().items()
+    }
+    m = md(accelerator={"class": "nvidia-l4-24gb", "count": 1})
+    ctx = BuildContext(capacity_provider=CapacityProvider.KARPENTER)
+    obs = Observed(
+        m,
+        classes,
+        DeploymentView(exists=False),
+        {},
+        (),
+        {},
+        NOW,
+        ctx,
+        foreign=frozenset({"NodePool/modelplane-nvidia-l4-24gb"}),
+    )
+    _assert_conflict(obs, "NodePool", "modelplane-nvidia-l4-24gb")
+    ok = plan(dataclasses.replace(obs, foreign=frozenset()))
+    assert ok.error is None and ok.nodepool == "modelplane-nvidia-l4-24gb"

@@ -282,6 +282,11 @@ class KubeCluster:
             if e.status == 404:
                 return None
             raise
+        labels = d.metadata.labels or {}
+        if labels.get(LABEL_DEPLOYMENT) != name or labels.get("app.kubernetes.io/managed-by") != (
+            "modelplane"
+        ):
+            return None  # not our model server (a ChildConflict): never scaled
         return int(d.spec.replicas) if d.spec.replicas is not None else 1
 
     def pods(self, namespace: str, name: str) -> list[PodState]:

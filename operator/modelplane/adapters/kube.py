@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kubernetes import client
@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from modelplane.api.enums import PreloadMode, Tier
+from modelplane.api.enums import CapacityProvider, PreloadMode, Tier
 from modelplane.api.v1alpha1 import GROUP, VERSION, AcceleratorClassSpec, ModelDeployment
 from modelplane.builders import serverless
 from modelplane.builders.objects import (
@@ -31,7 +31,7 @@ from modelplane.builders.objects import (
     LABEL_DEPLOYMENT,
     build_nodepool,
 )
-from modelplane.builders.preload import PreloadView, cache_key
+from modelplane.builders.preload import LABEL_CACHE_KEY, PreloadView, cache_key
 from modelplane.builders.resolve import ResolveError, resolve
 from modelplane.reconcile.core import (
     AdapterView,
@@ -57,6 +57,28 @@ _KINDS = {
     "FillJob": ("batch/v1", "Job"),
     "PodDisruptionBudget": ("policy/v1", "PodDisruptionBudget"),
 }
+MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+def owner_is(uid: str | None) -> Callable[[Any], bool]:
+    """An object is ours when it carries this ModelDeployment's owner reference."""
+    return lambda obj: (
+        uid is not None and any(o.uid == uid for o in (obj.metadata.owner_references or []))
+    )
+
+
+def labelled(key: str, value: str) -> Callable[[Any], bool]:
+    """Objects shared by design (cache, backends) are ours when modelplane labelled them so."""
+
+    def ours(obj: Any) -> bool:
+        labels = obj.metadata.labels or {}
+        return labels.get(key) == value and labels.get(MANAGED_BY) == "modelplane"
+
+    return ours
+
+
+def _anything(obj: Any) -> bool:
+    return True
 
 
 def now_rfc3339() -> str:
@@ -129,6 +151,11 @@ class Kube:
         classes = self.accelerator_classes()
         tenant_names: tuple[str, ...] = ()
         hashes: dict[str, str | None] = {}
+        foreign: set[str] = set()
+
+        def child(key: str, reader: Any, name: str, namespace: str, ours: Any) -> None:
+            hashes[key] = self._child(reader, name, namespace, ours, foreign, key)
+
         # Which Deployment serves this object: its own, the shared backend (Serverless), or
         # its base's (FineTuned adapters loaded into a base ModelDeployment).
         target_ns, target, owned_by = ns, name, "owner"
@@ -160,7 +187,13 @@ class Kube:
                 target_ns, target = ctx.operator_namespace, serverless.backend_name(r)
                 owned_by = "backend"
                 tenant_names = self._tenant_names(target, classes)
-                hashes["TenantService"] = self._hash_of(self.core.read_namespaced_service, name, ns)
+                child(
+                    "TenantService",
+                    self.core.read_namespaced_service,
+                    name,
+                    ns,
+                    owner_is(md.metadata.uid),
+                )
         try:
             d = self.apps.read_namespaced_deployment(target, target_ns)
             if owned_by == "owner":
@@ -186,16 +219,34 @@ class Kube:
                 raise
             dep = DeploymentView(exists=False)
         policy = client.PolicyV1Api(self.api)
-        hashes["Service"] = self._hash_of(self.core.read_namespaced_service, target, target_ns)
-        hashes["PodDisruptionBudget"] = self._hash_of(
-            policy.read_namespaced_pod_disruption_budget, target, target_ns
+        mine = owner_is(md.metadata.uid)
+        ours: Callable[[Any], bool]
+        if owned_by == "owner":
+            ours = mine
+        elif owned_by == "backend":
+            ours = labelled(serverless.LABEL_BACKEND, target)
+        else:  # the base's children: this object never writes them
+            ours = _anything
+        child("Service", self.core.read_namespaced_service, target, target_ns, ours)
+        child(
+            "PodDisruptionBudget",
+            policy.read_namespaced_pod_disruption_budget,
+            target,
+            target_ns,
+            ours,
         )
         if md.spec.preload is not None:
-            hashes["WarmPool"] = self._hash_of(
-                self.apps.read_namespaced_deployment, f"{name}-warm", ns
+            child(
+                "WarmPool",
+                self.apps.read_namespaced_deployment,
+                f"{name}-warm",
+                ns,
+                mine,
             )
             if md.spec.preload.mode == PreloadMode.SHARED_VOLUME:
-                preload = self._shared_volume(md, classes, hashes)
+                preload = self._shared_volume(md, classes, hashes, foreign)
+        if ctx.capacity_provider == CapacityProvider.KARPENTER:
+            foreign |= self._foreign_nodepools()
         pods = self.core.list_namespaced_pod(
             target_ns,
             label_selector=f"{LABEL_DEPLOYMENT}={target},{LABEL_COMPONENT}={COMPONENT_SERVER}",
@@ -215,6 +266,7 @@ class Kube:
             adapters=adapters,
             lora_demand=lora_demand,
             preload=preload,
+            foreign=frozenset(foreign),
         )
 
     def _shared_volume(
@@ -222,6 +274,7 @@ class Kube:
         md: ModelDeployment,
         classes: dict[str, AcceleratorClassSpec],
         hashes: dict[str, str | None],
+        foreign: set[str],
     ) -> PreloadView | None:
         """The SharedVolume claim and its fill Job: hashes, and whether the weights are in."""
         try:
@@ -230,8 +283,15 @@ class Kube:
             return None
         ns = md.metadata.namespace or "default"
         key = cache_key(r)
-        hashes["WeightsClaim"] = self._hash_of(
-            self.core.read_namespaced_persistent_volume_claim, f"weights-{key}", ns
+        # Shared by every ModelDeployment of the same weights: ours when labelled with the key.
+        ours = labelled(LABEL_CACHE_KEY, key)
+        hashes["WeightsClaim"] = self._child(
+            self.core.read_namespaced_persistent_volume_claim,
+            f"weights-{key}",
+            ns,
+            ours,
+            foreign,
+            "WeightsClaim",
         )
         try:
             job = client.BatchV1Api(self.api).read_namespaced_job(f"fill-{key}", ns)
@@ -240,19 +300,43 @@ class Kube:
                 raise
             hashes["FillJob"] = None
             return PreloadView(0, 1, 0, "creating the fill Job")
+        if not ours(job):
+            foreign.add("FillJob")
+            hashes["FillJob"] = None
+            return PreloadView(0, 1, 0, None)
         hashes["FillJob"] = self._annotation_hash(job) or "unowned"
         done = (job.status.succeeded or 0) > 0
         failed = (job.status.failed or 0) > (job.spec.backoff_limit or 0)
         msg = f"fill Job {job.metadata.name} failed" if failed else None
         return PreloadView(1 if done else 0, 1, 0 if done else 1, msg)
 
-    def _hash_of(self, reader: Any, name: str, namespace: str) -> str | None:
+    def _child(
+        self,
+        reader: Any,
+        name: str,
+        namespace: str,
+        ours: Callable[[Any], bool],
+        foreign: set[str],
+        key: str,
+    ) -> str | None:
+        """The applied hash of one child (None: absent). An object at that name that is not
+        ours goes into `foreign` instead: the plan then writes nothing and reports it."""
         try:
-            return self._annotation_hash(reader(name, namespace)) or "unowned"
+            obj = reader(name, namespace)
         except ApiException as e:
             if e.status != 404:
                 raise
             return None
+        if not ours(obj):
+            foreign.add(key)
+            return None
+        return self._annotation_hash(obj) or "unowned"
+
+    def _foreign_nodepools(self) -> set[str]:
+        """NodePools modelplane did not create ("NodePool/<name>"): never applied over."""
+        res = self.dyn.resources.get(api_version="karpenter.sh/v1", kind="NodePool")
+        items = self.dyn.get(res, label_selector=f"{MANAGED_BY}!=modelplane").to_dict()["items"]
+        return {f"NodePool/{i['metadata']['name']}" for i in items}
 
     def _serverless_tenants(
         self, classes: dict[str, AcceleratorClassSpec]
@@ -289,15 +373,26 @@ class Kube:
         deps = self.apps.list_namespaced_deployment(
             operator_namespace, label_selector=serverless.LABEL_BACKEND
         ).items
+        readers = {
+            "Service": self.core.read_namespaced_service,
+            "PodDisruptionBudget": client.PolicyV1Api(
+                self.api
+            ).read_namespaced_pod_disruption_budget,
+        }
         writes = 0
         for d in deps:
             name = d.metadata.name
             if name in wanted:
                 continue
             log.info("removing Serverless backend %s/%s: no tenant left", operator_namespace, name)
-            for kind in ("Deployment", "Service", "PodDisruptionBudget"):
-                self.delete(kind, name, operator_namespace)
-                writes += 1
+            self.delete("Deployment", name, operator_namespace)
+            writes += 1
+            ours = labelled(serverless.LABEL_BACKEND, name)
+            for kind, reader in readers.items():
+                # Only the backend's own: never a stranger's object of the same name.
+                if self._child(reader, name, operator_namespace, ours, set(), kind) is not None:
+                    self.delete(kind, name, operator_namespace)
+                    writes += 1
         return writes
 
     # ------------------------------------------------------------------ act
@@ -398,6 +493,7 @@ class Kube:
             ).to_dict()["items"]
         }
         writes = 0
+        foreign: set[str] | None = None
         for cls in sorted(in_use):
             spec = classes.get(cls)
             if spec is None:
@@ -405,6 +501,10 @@ class Kube:
             np = build_nodepool(str(cls), spec)
             if np is None:
                 continue
+            if np["metadata"]["name"] not in existing:
+                foreign = self._foreign_nodepools() if foreign is None else foreign
+                if f"NodePool/{np['metadata']['name']}" in foreign:
+                    continue  # someone else's: its users report ChildConflict
             np["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = content_hash(np)
             have = existing.get(np["metadata"]["name"])
             if (

@@ -6,7 +6,7 @@ node's cache disk cannot hold them: no overcommit); when a Job has succeeded, la
 `cache.modelplane.io/<key>=ready` and record (uri, revision, size, time, retain) in a node
 annotation. Identical (uri, revision) share one key, so they are cached once per node. The
 per-object view (cached / class nodes, downloading) goes to the runtime; the reconciler
-reports it and, once a node is warm, makes serving pods require cached nodes.
+reports it (serving pods prefer cached nodes; the pod template never depends on this view).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from modelplane.adapters.kube import labelled
 from modelplane.api.enums import PreloadMode, Tier
 from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders import preload as pl
@@ -109,6 +110,7 @@ class PreloadLoop:
         size = pl.weights_gb(r) / 1.073741824
         cached = downloading = 0
         message = None
+        foreign: list[str] = []
         for n in mine:
             name = n.metadata.name
             if (n.metadata.labels or {}).get(label) == "ready":
@@ -116,6 +118,13 @@ class PreloadLoop:
                 continue
             job = jobs.get((key, name))
             if job is None:
+                existing = self._existing(r.namespace, pl.job_name(key, name))
+                if existing is not None:
+                    if labelled(pl.LABEL_CACHE_KEY, key)(existing):
+                        downloading += 1  # created since the round's list (same weights)
+                    else:  # never applied over: the reconciler reports a ChildConflict
+                        foreign.append(existing.metadata.name)
+                    continue
                 free = self._free_gib(n, jobs)
                 if free < size:
                     message = (
@@ -136,7 +145,16 @@ class PreloadLoop:
                 message = f"cache Job {job.metadata.name} failed on node {name}"
             else:
                 downloading += 1
-        return pl.PreloadView(cached, len(mine), downloading, message)
+        return pl.PreloadView(cached, len(mine), downloading, message, tuple(foreign))
+
+    def _existing(self, namespace: str, name: str) -> Any:
+        """The Job called `name`, or None."""
+        try:
+            return client.BatchV1Api(self.kube.api).read_namespaced_job(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
 
     def _free_gib(self, node: Any, jobs: dict[tuple[str, str], Any]) -> float:
         alloc = (node.status.allocatable or {}).get("ephemeral-storage", "0")

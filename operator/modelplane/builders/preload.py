@@ -3,8 +3,11 @@
 * NodeLocal: one cache Job per node of the model's accelerator class downloads the weights to
   the node's local disk (`/var/lib/modelplane/cache/<key>`); the node then carries the label
   `cache.modelplane.io/<key>=ready` and an annotation recording what, how big and when. The key
-  is a hash of (uri, revision): identical weights are cached once per node, whoever asks. Once
-  a node is warm, serving pods *require* cached nodes. The Job runs the engine image, so the
+  is a hash of (uri, revision): identical weights are cached once per node, whoever asks. The
+  Job writes `COMPLETE_MARKER` last. Serving pods *prefer* cached nodes (never require them:
+  the pod template must not change when a node becomes warm) and mount the node's directory
+  read-only; the engine loads from it when the marker is there, else the pod downloads the
+  weights itself (`objects.node_cache_init_container`). The Job runs the engine image, so the
   image is pre-pulled on the node as a side effect.
 * SharedVolume: a ReadOnlyMany claim filled once by a Job; serving pods mount it read-only.
 * warmNodes: N placeholder pods of the model's shape at a negative priority keep N nodes of the
@@ -44,6 +47,8 @@ class PreloadView:
     class_nodes: int = 0
     downloading: int = 0
     message: str | None = None
+    #: Cache Jobs at our names that modelplane did not create (left alone: a ChildConflict).
+    foreign_jobs: tuple[str, ...] = ()
 
 
 def cache_key(r: Resolved) -> str:
@@ -62,14 +67,16 @@ def weights_gb(r: Resolved) -> float:
     return 10.0
 
 
-def node_local_affinity(r: Resolved, warm: bool) -> dict[str, Any]:
+def cache_dir(r: Resolved) -> str:
+    """The node directory a cache Job fills (and a serving pod reads, read-only)."""
+    return f"{CACHE_ROOT}/{cache_key(r)}"
+
+
+def node_local_affinity(r: Resolved) -> dict[str, Any]:
+    """Prefer nodes holding the weights, always: a node becoming warm never changes the pod
+    template (which would roll every Ready replica), and a pod on a cold node still starts,
+    downloading the weights itself."""
     term = {"matchExpressions": [{"key": cache_label(r), "operator": "In", "values": ["ready"]}]}
-    if warm:
-        return {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
-            }
-        }
     return {
         "nodeAffinity": {
             "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": term}]
@@ -89,6 +96,8 @@ def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]
     script = (
         "import sys; from huggingface_hub import snapshot_download; "
         "snapshot_download(sys.argv[1], revision=sys.argv[2] or None, local_dir=sys.argv[3])"
+        # Written last: serving pods use the directory only once this marker is there.
+        f"; open(sys.argv[3] + '/{COMPLETE_MARKER}', 'w').close()"
         if scheme == "hf"
         else "import sys; print('object-store weights are streamed at start-up:', sys.argv[1])"
     )
@@ -131,14 +140,14 @@ def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]
                             "name": "download",
                             "image": r.image,
                             "command": ["python3", "-c", script],
-                            "args": [rest, r.revision or "", f"{CACHE_ROOT}/{key}"],
+                            "args": [rest, r.revision or "", cache_dir(r)],
                             "env": env,
                             "resources": {
                                 "requests": {"cpu": "1", "memory": "2Gi"},
                                 "limits": {"memory": "4Gi"},
                             },
                             "volumeMounts": [
-                                {"name": "cache", "mountPath": f"{CACHE_ROOT}/{key}"},
+                                {"name": "cache", "mountPath": cache_dir(r)},
                                 {"name": "hf", "mountPath": CACHE_MOUNT},
                             ],
                             "securityContext": {
@@ -151,7 +160,7 @@ def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]
                         {
                             "name": "cache",
                             "hostPath": {
-                                "path": f"{CACHE_ROOT}/{key}",
+                                "path": cache_dir(r),
                                 "type": "DirectoryOrCreate",
                             },
                         },
@@ -209,11 +218,12 @@ def build_fill_job(r: Resolved, ctx: BuildContext) -> dict[str, Any]:
     pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     c = pod["containers"][0]
     c["args"] = [*c["args"][:2], SHARED_MOUNT]
-    c["command"] = [
-        "python3",
-        "-c",
-        c["command"][2] + f"; open(sys.argv[3] + '/{COMPLETE_MARKER}', 'w').close()",
-    ]
+    if r.scheme != "hf":  # the hf download writes the marker itself
+        c["command"] = [
+            "python3",
+            "-c",
+            c["command"][2] + f"; open(sys.argv[3] + '/{COMPLETE_MARKER}', 'w').close()",
+        ]
     c["volumeMounts"] = [
         {"name": "weights", "mountPath": SHARED_MOUNT},
         {"name": "hf", "mountPath": CACHE_MOUNT},

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from modelplane.api.enums import CapacityProvider, Phase, PreloadMode, Tier
+from modelplane.api.enums import CapacityProvider, FailureReason, Phase, PreloadMode, Tier
 from modelplane.api.v1alpha1 import API_VERSION, AcceleratorClassSpec, ModelDeployment
 from modelplane.builders import serverless
 from modelplane.builders.objects import (
@@ -109,6 +109,9 @@ class Observed:
     lora_demand: int = 0
     #: NodeLocal preload: the preload loop's latest view (None: not looked at yet).
     preload: PreloadView | None = None
+    #: Objects at the names of our children that this ModelDeployment did not create (keys as
+    #: in `children_hashes`; NodePools as "NodePool/<name>"). Never written, never deleted.
+    foreign: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -189,38 +192,46 @@ def plan(obs: Observed) -> Plan:
         return p
     if r.tier == Tier.SERVERLESS:
         return _plan_serverless(obs, r, p)
-    if obs.deployment.exists and not obs.deployment.owned:
-        p.error = ResolveError(
-            "ChildConflict",
-            f"a Deployment named {r.name} already exists and is not owned by this ModelDeployment; "
-            "rename the ModelDeployment or remove that Deployment",
-        )
-        p.resolved = None
-        return p
-    warm = obs.preload is not None and obs.preload.cached_nodes > 0
-    dep = _stamp(build_deployment(r, obs.ctx, cache_warm=warm), md)
-    if dep["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.deployment.applied_hash:
-        p.apply.append(dep)
+    dep = _stamp(build_deployment(r, obs.ctx), md)
     children = (
         ("Service", build_service(r, obs.ctx)),
         ("PodDisruptionBudget", build_pdb(r, obs.ctx)),
         ("WarmPool", build_warm_pool(r, r.warm_nodes, obs.ctx)),
     )
+    volume: tuple[tuple[str, dict[str, Any]], ...] = ()
     if r.preload_mode == PreloadMode.SHARED_VOLUME:
         claim = build_shared_volume_claim(r, obs.ctx)
         # The filled volume outlives the ModelDeployment unless retainCache is false.
         claim = _hashed(claim) if r.retain_cache else _stamp(claim, md)
-        if claim["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.children_hashes.get(
-            "WeightsClaim"
-        ):
-            p.apply.append(claim)
-        fill = _stamp(build_fill_job(r, obs.ctx), md)
-        if obs.children_hashes.get("FillJob") is None:  # a Job's template is immutable
-            p.apply.append(fill)
+        volume = (("WeightsClaim", claim), ("FillJob", _stamp(build_fill_job(r, obs.ctx), md)))
+    nodepool = None
+    if obs.ctx.capacity_provider == CapacityProvider.KARPENTER:
+        acc = obs.classes[r.accelerator_class]
+        if acc.provisioning and acc.provisioning.karpenter:
+            nodepool = nodepool_name(r.accelerator_class)
+    # Nothing is written while any object at one of our names is someone else's.
+    conflicts = [_where(dep)] if obs.deployment.exists and not obs.deployment.owned else []
+    conflicts += [_where(o) for k, o in (*volume, *children) if o is not None and k in obs.foreign]
+    if obs.preload is not None:
+        conflicts += [("Job", r.namespace, j) for j in obs.preload.foreign_jobs]
+    if nodepool is not None and f"NodePool/{nodepool}" in obs.foreign:
+        conflicts.append(("NodePool", None, nodepool))
+    if conflicts:
+        p.error, p.resolved = child_conflict(conflicts), None
+        return p
+    if dep["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.deployment.applied_hash:
+        p.apply.append(dep)
+    for kind, vol in volume:
+        have = obs.children_hashes.get(kind)
+        if kind == "FillJob":  # a Job's template is immutable: create once
+            if have is None:
+                p.apply.append(vol)
+        elif vol["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != have:
+            p.apply.append(vol)
     for kind, obj in children:
         have = obs.children_hashes.get(kind)
         if obj is None:
-            if have is not None:
+            if have is not None and kind not in obs.foreign:
                 p.delete.append((kind, f"{r.name}-warm" if kind == "WarmPool" else r.name))
             continue
         obj = _stamp(obj, md)
@@ -233,11 +244,33 @@ def plan(obs: Observed) -> Plan:
     current = obs.deployment.replicas if obs.deployment.exists else 1  # apps/v1 default
     if want != current:
         p.scale_to = want
-    if obs.ctx.capacity_provider == CapacityProvider.KARPENTER:
-        acc = obs.classes[r.accelerator_class]
-        if acc.provisioning and acc.provisioning.karpenter:
-            p.nodepool = nodepool_name(r.accelerator_class)
+    p.nodepool = nodepool
     return p
+
+
+def _where(obj: dict[str, Any]) -> tuple[str, str | None, str]:
+    meta = obj["metadata"]
+    return obj["kind"], meta.get("namespace"), meta["name"]
+
+
+def child_conflict(objects: list[tuple[str, str | None, str]]) -> ResolveError:
+    """ChildConflict: objects at our children's names that someone else made, left untouched."""
+    parts = []
+    for kind, ns, name in objects:
+        where = f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
+        if name.startswith(("weights-", "fill-", "cache-")):
+            fix = f"delete or rename that {kind} (its name derives from the model's URI)"
+        elif name.startswith("sls-"):
+            fix = f"delete or rename that {kind} (a shared Serverless backend's name)"
+        elif kind == "NodePool":
+            fix = f"delete or rename that {kind} (one per AcceleratorClass)"
+        else:
+            fix = f"rename the ModelDeployment, or delete or rename that {kind}"
+        parts.append(f"{where} already exists and was not created by modelplane for it: {fix}")
+    return ResolveError(
+        FailureReason.CHILD_CONFLICT.value,
+        "; ".join(parts) + ". modelplane leaves objects it did not create untouched",
+    )
 
 
 def _plan_serverless(obs: Observed, r: Resolved, p: Plan) -> Plan:
@@ -245,21 +278,19 @@ def _plan_serverless(obs: Observed, r: Resolved, p: Plan) -> Plan:
     names = obs.tenant_names or (r.served_name, *r.aliases)
     b = serverless.backend(r, obs.ctx.operator_namespace, names)
     p.backend = b
-    if obs.deployment.exists and not obs.deployment.owned:
-        p.error = ResolveError(
-            "ChildConflict",
-            f"{b.namespace}/{b.name} exists but is not a modelplane Serverless backend",
-        )
-        p.resolved = None
-        return p
     dep = _hashed(serverless.label_backend(build_deployment(b, obs.ctx), b))
-    if dep["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.deployment.applied_hash:
-        p.apply.append(dep)
     children: list[tuple[str, dict[str, Any] | None]] = [
         ("Service", serverless.label_backend(build_service(b, obs.ctx), b)),
         ("PodDisruptionBudget", _labelled(build_pdb(b, obs.ctx), b)),
         ("TenantService", _stamp(serverless.build_tenant_service(r, b, obs.ctx), obs.md)),
     ]
+    conflicts = [_where(dep)] if obs.deployment.exists and not obs.deployment.owned else []
+    conflicts += [_where(o) for k, o in children if o is not None and k in obs.foreign]
+    if conflicts:
+        p.error, p.resolved = child_conflict(conflicts), None
+        return p
+    if dep["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.deployment.applied_hash:
+        p.apply.append(dep)
     for kind, obj in children:
         have = obs.children_hashes.get(kind)
         if obj is None:
