@@ -42,6 +42,11 @@ PRESTOP_SLEEP = 15
 DRAIN_SECONDS = 300
 GRACE_SECONDS = PRESTOP_SLEEP + DRAIN_SECONDS + 15
 CACHE_MOUNT = "/var/cache/modelplane"
+#: NodeLocal preload: where the server pod mounts its node's cache directory (read-only) ...
+NODE_CACHE_MOUNT = "/models/node-cache"
+#: ... and the one path the engine loads the weights from: a link to that directory when the
+#: cache Job has filled it, else the pod's own download (see `node_cache_init_container`).
+NODE_LOCAL_MODEL = f"{CACHE_MOUNT}/model"
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,16 @@ def endpoint_url(r: Resolved, ctx: BuildContext) -> str:
 
 
 # --------------------------------------------------------------------------- engine arguments
+def reads_node_cache(r: Resolved) -> bool:
+    """NodeLocal preload of Hugging Face weights: the server reads what the cache Job wrote.
+    (Object-store weights are streamed at start-up and never cached on nodes.)"""
+    return r.preload_mode == PreloadMode.NODE_LOCAL and r.scheme == "hf"
+
+
 def model_argument(r: Resolved) -> str:
     """How the engine is told where the weights are."""
+    if reads_node_cache(r):
+        return NODE_LOCAL_MODEL
     if r.preload_mode == PreloadMode.SHARED_VOLUME and r.scheme == "hf":
         return "/models/shared"  # filled once by the fill Job, mounted read-only
     scheme, _, rest = r.uri.partition("://")
@@ -177,6 +190,15 @@ def engine_args(r: Resolved) -> list[str]:
     return args
 
 
+def _needs_the_hub(r: Resolved) -> bool:
+    """Whether the running server fetches from the Hub: LoRA adapters loaded at runtime by
+    repo id, or a draft model given as hf://."""
+    draft_hf = r.speculative_mode == SpeculativeMode.DRAFT_MODEL and (
+        r.draft_model or ""
+    ).startswith("hf://")
+    return r.lora or draft_hf
+
+
 def _precision_args(r: Resolved, precision: Precision) -> list[str]:
     p = r.engine
     if precision in p.dtype_values and p.dtype_flag:
@@ -202,11 +224,58 @@ def node_selector(r: Resolved) -> dict[str, str]:
     return dict(r.accelerator.node_selector) or {LABEL_GPU_PRODUCT: r.accelerator.gpu_product}
 
 
-def build_deployment(r: Resolved, ctx: BuildContext, *, cache_warm: bool = False) -> dict[str, Any]:
+def node_cache_init_container(r: Resolved, env: list[dict[str, Any]]) -> dict[str, Any]:
+    """NodeLocal: point the engine's model path at the node's cache, or download on a cold node.
+
+    The node's cache directory is mounted read-only (hostPath, DirectoryOrCreate: a node whose
+    cache Job has not finished yet gets an empty directory instead of a pod stuck on a failed
+    mount). The cache Job writes `COMPLETE_MARKER` last; when it is there, the model path
+    becomes a link to the cached snapshot and nothing is downloaded. Otherwise this pod
+    downloads the same snapshot itself into its own volume, as the Job would, and still starts.
+    """
+    from modelplane.builders import preload
+
+    return {
+        "name": "node-cache",
+        "image": r.image,
+        "command": ["python3", "-c", NODE_CACHE_SCRIPT],
+        "args": [
+            NODE_CACHE_MOUNT,
+            NODE_LOCAL_MODEL,
+            preload.COMPLETE_MARKER,
+            r.uri.partition("://")[2],
+            r.revision or "",
+        ],
+        "env": env,
+        "volumeMounts": [
+            {"name": "cache", "mountPath": CACHE_MOUNT},
+            {"name": "node-cache", "mountPath": NODE_CACHE_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+    }
+
+
+NODE_CACHE_SCRIPT = """\
+import os, sys
+cache, model, marker, repo, revision = sys.argv[1:6]
+if os.path.islink(model):
+    sys.exit(0)  # linked on an earlier start of this pod
+if os.path.exists(os.path.join(cache, marker)) and not os.path.exists(model):
+    os.symlink(cache, model)
+    print("weights: the node's cache", cache)
+    sys.exit(0)
+print("weights: the node's cache is not filled yet; downloading", repo, "into the pod")
+from huggingface_hub import snapshot_download
+snapshot_download(repo, revision=revision or None, local_dir=model)
+"""
+
+
+def build_deployment(r: Resolved, ctx: BuildContext) -> dict[str, Any]:
     """The model-server Deployment. `spec.replicas` is left to the autoscaler (/scale).
 
-    `cache_warm`: NodeLocal preload has the weights on at least one node of the class, so
-    serving pods require cached nodes (and start from local disk)."""
+    Nothing the cluster learns later (which nodes hold cached weights, load) is an input: the
+    pod template changes only when the spec does, so no event of the world rolls the replicas."""
     from modelplane.builders import preload
 
     p = r.engine
@@ -229,6 +298,9 @@ def build_deployment(r: Resolved, ctx: BuildContext, *, cache_warm: bool = False
         )
     if r.lora:
         env += [{"name": k, "value": v} for k, v in sorted(p.runtime_lora_env.items())]
+    if reads_node_cache(r) and not _needs_the_hub(r):
+        # The weights are on local disk before the engine starts (cache or init container).
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     for name, value, ref in r.env:
         if ref is not None:
             env.append(
@@ -331,9 +403,26 @@ def build_deployment(r: Resolved, ctx: BuildContext, *, cache_warm: bool = False
         "prometheus.io/port": str(p.port),
         "prometheus.io/path": p.metrics_path,
     }
-    node_local = preload.wants_node_local(r.preload_mode)
-    if node_local:
-        pod_spec["affinity"] = preload.node_local_affinity(r, cache_warm)
+    if preload.wants_node_local(r.preload_mode):
+        pod_spec["affinity"] = preload.node_local_affinity(r)
+    if reads_node_cache(r):
+        # The node's cache for these weights, read-only, where the engine loads them from.
+        container["volumeMounts"].append(
+            {"name": "node-cache", "mountPath": NODE_CACHE_MOUNT, "readOnly": True}
+        )
+        pod_spec["volumes"].append(
+            {
+                "name": "node-cache",
+                "hostPath": {"path": preload.cache_dir(r), "type": "DirectoryOrCreate"},
+            }
+        )
+        init_env = [json.loads(json.dumps(e)) for e in env if e["name"] != "HF_HUB_OFFLINE"]
+        pod_spec.setdefault("initContainers", []).append(
+            {
+                **node_cache_init_container(r, init_env),
+                "securityContext": json.loads(json.dumps(container["securityContext"])),
+            }
+        )
     if preload.wants_shared_volume(r.preload_mode):
         container["volumeMounts"].append(
             {"name": "weights", "mountPath": preload.SHARED_MOUNT, "readOnly": True}
