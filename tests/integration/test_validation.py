@@ -201,3 +201,30 @@ def test_tier_is_immutable(cluster: LocalCluster, namespace: str) -> None:
     assert spec["tier"] == "OnDemand"
     with pytest.raises(Exception, match="tier is immutable"):
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+LONGEST = "m" + "-x" * 31  # 63 characters
+BAD_NAMES = [
+    ("64-characters", LONGEST + "y", "metadata.name must be at most 63 characters"),
+    ("255-characters-a-valid-cr-name", "m" * 250, "metadata.name must be at most 63 characters"),
+    ("leading-digit", "8b-chat", "Kubernetes before 1.36 (this release supports 1.30 and later)"),
+    ("dotted", "llama.chat", "rejects Service names that start with a digit or contain '.'"),
+]
+
+
+@pytest.mark.parametrize(("case", "name", "message"), BAD_NAMES, ids=[b[0] for b in BAD_NAMES])
+def test_names_a_service_could_not_carry_are_rejected(
+    cluster: LocalCluster, namespace: str, case: str, name: str, message: str
+) -> None:
+    doc = copy.deepcopy(GOOD)
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    err = cluster_err(cluster, doc)
+    assert message in err, f"{case}: {err}"
+    assert cluster.kubectl("get", "mdep", "-n", namespace, "-o", "name") == ""
+
+
+def test_the_longest_allowed_name_is_accepted(cluster: LocalCluster, namespace: str) -> None:
+    assert len(LONGEST) == 63
+    doc = copy.deepcopy(GOOD)
+    doc["metadata"] = {"name": LONGEST, "namespace": namespace}
+    assert "created" in cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))

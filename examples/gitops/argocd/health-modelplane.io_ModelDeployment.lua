@@ -24,6 +24,7 @@ local TERMINAL = {
   InvalidBase = true,
   InvalidGPUCount = true,
   InvalidModelSettings = true,
+  InvalidName = true,
   InvalidParallelism = true,
   ModelTooLarge = true,
   NoAcceleratorClass = true,

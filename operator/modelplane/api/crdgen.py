@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from modelplane.api.names import NAME_RULES
 from modelplane.api.v1alpha1 import (
     GROUP,
     VERSION,
@@ -102,7 +103,11 @@ def _conditions_as_map(status: Schema) -> Schema:
 
 
 def _version(
-    spec: Schema, status: Schema | None, columns: list[dict[str, Any]], scale: bool
+    spec: Schema,
+    status: Schema | None,
+    columns: list[dict[str, Any]],
+    scale: bool,
+    root_rules: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     props: Schema = {
         "apiVersion": {"type": "string"},
@@ -112,13 +117,15 @@ def _version(
     }
     if status is not None:
         props["status"] = status
+    root: Schema = {"type": "object", "required": ["spec"], "properties": props}
+    if root_rules:
+        # Only the root can read self.metadata.name (and generateName).
+        root["x-kubernetes-validations"] = root_rules
     v: dict[str, Any] = {
         "name": VERSION,
         "served": True,
         "storage": True,
-        "schema": {
-            "openAPIV3Schema": {"type": "object", "required": ["spec"], "properties": props}
-        },
+        "schema": {"openAPIV3Schema": root},
         "additionalPrinterColumns": columns,
     }
     sub: dict[str, Any] = {}
@@ -173,6 +180,7 @@ def model_deployment_crd() -> dict[str, Any]:
                     _conditions_as_map(openapi_schema(ModelDeploymentStatus)),
                     cols,
                     scale=True,
+                    root_rules=NAME_RULES,
                 )
             ],
         },

@@ -81,6 +81,7 @@ class FailureReason(StrEnum):
     INVALID_BASE = "InvalidBase"
     INVALID_GPU_COUNT = "InvalidGPUCount"
     INVALID_MODEL_SETTINGS = "InvalidModelSettings"
+    INVALID_NAME = "InvalidName"
     INVALID_PARALLELISM = "InvalidParallelism"
     MODEL_TOO_LARGE = "ModelTooLarge"
     NO_ACCELERATOR_CLASS = "NoAcceleratorClass"

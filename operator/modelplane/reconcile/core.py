@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from modelplane.api.enums import CapacityProvider, FailureReason, Phase, PreloadMode, Tier
+from modelplane.api.names import name_problem
 from modelplane.api.v1alpha1 import API_VERSION, AcceleratorClassSpec, ModelDeployment
 from modelplane.builders import serverless
 from modelplane.builders.objects import (
@@ -174,6 +175,14 @@ def desired_replicas(r: Resolved, current: int, exists: bool) -> tuple[int, str]
 def plan(obs: Observed) -> Plan:
     md = obs.md
     own_servers = True
+    bad_name = name_problem(md.metadata.name)
+    if bad_name is not None:  # stored before the CRD rejected such names
+        return Plan(
+            resolved=None,
+            error=ResolveError(
+                FailureReason.INVALID_NAME.value, f"{md.metadata.name!r}: {bad_name}"
+            ),
+        )
     try:
         if md.spec.tier == Tier.FINE_TUNED:
             r, own_servers = resolve_fine_tuned(md, obs.classes, obs.base)
