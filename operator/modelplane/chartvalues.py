@@ -143,11 +143,12 @@ class ChartValues(_Values):
         default="INFO", description="Operator log level."
     )
     metrics_source: str = Field(
-        default="",
+        default="pods",
         max_length=512,
-        pattern=r"^$|^pods(:[0-9]+)?$|^(fleet|prometheus):https?://.+$",
-        description="Where the autoscaler reads engine metrics: pods (scrape each Ready pod), "
-        "pods:<port>, prometheus:<url> or fleet:<url>. Empty: autoscaling off.",
+        pattern=r"^pods(:[0-9]+)?$|^prometheus:https?://.+$",
+        description="Where the autoscaler reads engine metrics: pods (scrape each Ready model "
+        "server at http://<podIP>:8000/metrics; the operator needs network access to the pods), "
+        "pods:<port>, or prometheus:<url> (the Prometheus HTTP API).",
     )
     autoscaler_interval_seconds: float = Field(
         default=5, gt=0, description="Seconds between autoscaler decisions (> 0)."

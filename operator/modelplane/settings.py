@@ -46,10 +46,11 @@ class OperatorSettings(BaseSettings):
         default="127.0.0.1", description="Address the health endpoint binds (0.0.0.0 in a pod)."
     )
     metrics_source: str = Field(
-        default="",
-        description="Where the autoscaler reads engine metrics: fleet:<url> (the simulated "
-        "engine fleet), pods or pods:<port> (scrape each Ready pod), prometheus:<url>; empty: "
-        "autoscaler off (replicas stay within spec.replicas bounds).",
+        default="pods",
+        pattern=r"^(pods(:[0-9]+)?|prometheus:https?://.+)$",
+        description="Where the autoscaler reads engine metrics: pods (scrape each Ready pod at "
+        "http://<podIP>:8000/metrics), pods:<port>, or prometheus:<url> (the Prometheus HTTP "
+        "API). The LoRA adapter loop always talks to each pod at http://<podIP>:8000.",
     )
     autoscaler_interval_seconds: float = Field(
         default=5.0, gt=0, description="Period of the autoscaler loop."

@@ -12,7 +12,6 @@ from modelplane.adapters.autoscaler import (
     ANNOTATION_DELETION_COST,
     VICTIM_DELETION_COST,
     AutoscalerLoop,
-    FleetMetricsSource,
     NoMetricsError,
     PodMetricsSource,
     PodState,
@@ -21,7 +20,6 @@ from modelplane.adapters.autoscaler import (
     Target,
     metrics_source_from_setting,
 )
-from modelplane_testbed.fleet import Fleet, PodInfo, serve
 from modelplane.autoscaling.policy import MetricSample
 from modelplane.reconcile.core import AutoscalerView
 
@@ -299,60 +297,76 @@ def test_settings_and_sources_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     from modelplane.settings import OperatorSettings
 
     s = OperatorSettings()
-    assert (s.autoscaler_interval_seconds, s.metrics_source) == (5.0, "")
+    # The chart's default: scrape the pods (no setting turns autoscaling off).
+    assert (s.autoscaler_interval_seconds, s.metrics_source) == (5.0, "pods")
     monkeypatch.setenv("MODELPLANE_AUTOSCALER_INTERVAL_SECONDS", "2.5")
-    monkeypatch.setenv("MODELPLANE_METRICS_SOURCE", "fleet:http://127.0.0.1:9")
+    monkeypatch.setenv("MODELPLANE_METRICS_SOURCE", "prometheus:http://127.0.0.1:9")
     s = OperatorSettings()
-    assert (s.autoscaler_interval_seconds, s.metrics_source) == (2.5, "fleet:http://127.0.0.1:9")
+    assert (s.autoscaler_interval_seconds, s.metrics_source) == (
+        2.5,
+        "prometheus:http://127.0.0.1:9",
+    )
     monkeypatch.setenv("MODELPLANE_AUTOSCALER_INTERVAL_SECONDS", "0")
     with pytest.raises(ValidationError, match="greater than 0"):
         OperatorSettings()
-    assert metrics_source_from_setting("") is None
-    fleet = metrics_source_from_setting("fleet:http://127.0.0.1:9")
-    assert isinstance(fleet, FleetMetricsSource) and fleet.base_url == "http://127.0.0.1:9"
+    monkeypatch.delenv("MODELPLANE_AUTOSCALER_INTERVAL_SECONDS")
+    for gone in ("", "fleet:http://127.0.0.1:9"):
+        monkeypatch.setenv("MODELPLANE_METRICS_SOURCE", gone)
+        with pytest.raises(ValidationError):
+            OperatorSettings()
     pods = metrics_source_from_setting("pods")
     assert isinstance(pods, PodMetricsSource) and pods.port == 8000
     pods = metrics_source_from_setting("pods:9000")
     assert isinstance(pods, PodMetricsSource) and pods.port == 9000
     prom = metrics_source_from_setting("prometheus:http://127.0.0.1:9090")
     assert isinstance(prom, PrometheusMetricsSource)
-    with pytest.raises(ValueError, match="fleet:<url>"):
-        metrics_source_from_setting("statsd:x")
+    for bad in ("", "fleet:http://127.0.0.1:9", "statsd:x", "pods:x"):
+        with pytest.raises(ValueError, match="use pods, pods:<port> or prometheus:<url>"):
+            metrics_source_from_setting(bad)
 
 
-def test_fleet_source_reads_the_simulated_fleet() -> None:
-    t = [0.0]
-    fleet = Fleet(clock=lambda: t[0], seed=1)
-    for name in ("chat-0", "chat-1"):
-        fleet.observe_pod(PodInfo(NS, name, "chat", "chat", ready=True))
-    fleet.set_load(NS, "chat", {"requestsPerSecond": 10})
-    server = serve(fleet, 0)
+VLLM_TEXT = """\
+vllm:num_requests_running{{model_name="m"}} {running}
+vllm:num_requests_waiting{{model_name="m"}} {waiting}
+vllm:kv_cache_usage_perc{{model_name="m"}} 0.25
+vllm:request_success_total{{model_name="m",finished_reason="stop"}} {done}
+"""
+
+
+def test_pod_source_scrapes_each_ready_pod_at_its_address() -> None:
+    import http.server
+    import threading
+
+    done = [0]
+
+    class Engine(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            assert self.path == "/metrics"
+            done[0] += 10
+            body = VLLM_TEXT.format(running=3, waiting=2, done=done[0]).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Engine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        source = FleetMetricsSource(base_url=f"http://127.0.0.1:{server.server_address[1]}")
+        source = PodMetricsSource(port=server.server_address[1])
         target = Target(NS, "chat")
-        pods = ready_pods(2)
-        samples = []
-        for _ in range(10):
-            for _ in range(2):
-                t[0] += 0.5
-                fleet.tick()
-            samples.append(source.collect(target, pods, t[0]))
-        last = samples[-1]
-        assert last.sample.ready_replicas == 2
-        assert last.sample.concurrent_requests > 5 and last.sample.requests_per_second > 3
-        assert set(last.in_flight) == {"chat-0", "chat-1"}
-        # A pod the fleet does not know is skipped; none answering at all is an error.
-        ghost = [PodState("ghost", None, True, True)]
-        with pytest.raises(NoMetricsError):
-            source.collect(target, ghost, t[0])
-        # Requests held at the fleet's gateway count as queued (scale from zero).
-        fleet.remove_pod(NS, "chat-0")
-        fleet.remove_pod(NS, "chat-1")
-        for _ in range(4):
-            t[0] += 0.5
-            fleet.tick()
-        zero = source.collect(target, [], t[0]).sample
-        assert zero.ready_replicas == 0 and zero.queue_depth > 0 and zero.has_traffic
+        pods = [PodState("chat-0", "127.0.0.1", True, True), PodState("chat-1", None, True, True)]
+        first = source.collect(target, pods, 10.0)
+        second = source.collect(target, pods, 12.0)
+        # The pod without an IP yet is skipped; the other one is the fleet.
+        assert second.sample.ready_replicas == 1 and set(second.in_flight) == {"chat-0"}
+        assert second.sample.concurrent_requests == 5 and second.sample.queue_depth == 2
+        assert first.sample.requests_per_second == 0 and second.sample.requests_per_second == 5
+        with pytest.raises(NoMetricsError):  # Ready pods, none answering: no decision
+            source.collect(target, [PodState("ghost", None, True, True)], 14.0)
+        # No Ready pod (scaled to zero): an empty sample, not an error.
+        assert source.collect(target, [], 16.0).sample.ready_replicas == 0
     finally:
         server.shutdown()
         server.server_close()

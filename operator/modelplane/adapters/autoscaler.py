@@ -24,21 +24,16 @@ request, so the idle ones are removed and busy ones keep their requests.
 Settings (fields of ``modelplane.settings.OperatorSettings``):
 
 - ``MODELPLANE_AUTOSCALER_INTERVAL_SECONDS`` (default 5): period of the loop;
-- ``MODELPLANE_METRICS_SOURCE`` (default empty: the loop is off): ``fleet:<url>`` (the
-  simulated engine fleet, ``modelplane_testbed.fleet``), ``pods`` or ``pods:<port>``
-  (scrape ``http://<podIP>:8000/metrics`` directly; real clusters only), or
-  ``prometheus:<url>`` (the Prometheus HTTP API).
+- ``MODELPLANE_METRICS_SOURCE`` (default ``pods``): ``pods`` or ``pods:<port>`` (scrape each
+  Ready pod's engine at ``http://<podIP>:8000/metrics``; the operator needs network access to
+  the pods), or ``prometheus:<url>`` (the Prometheus HTTP API).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -74,7 +69,6 @@ __all__ = [
     "VICTIM_DELETION_COST",
     "AutoscalerLoop",
     "ClusterAPI",
-    "FleetMetricsSource",
     "KubeCluster",
     "MetricsSource",
     "NoMetricsError",
@@ -140,24 +134,19 @@ class MetricsSource(Protocol):
         ...
 
 
-def _get(url: str, timeout: float) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        body: bytes = resp.read()
-    return body.decode("utf-8")
-
-
 @dataclass
-class _ScrapingSource:
-    """Shared by the sources that read each pod's ``/metrics`` text."""
+class PodMetricsSource:
+    """Scrape each Ready pod's engine at ``http://<podIP>:<port>/metrics`` (the operator needs
+    network access to the pods)."""
 
+    port: int = 8000
     timeout: float = 2.0
     _collectors: dict[str, FleetCollector] = field(default_factory=dict)
 
     def _text(self, target: Target, pod: PodState) -> str:
-        raise NotImplementedError
-
-    def _gateway_queue(self, target: Target) -> float:
-        return 0.0
+        if not pod.ip:
+            raise ValueError("pod has no IP yet")
+        return HttpPodScraper(port=self.port, timeout=self.timeout).scrape(pod.ip)
 
     def collect(self, target: Target, ready: Sequence[PodState], now: float) -> Scrape:
         texts: dict[str, str] = {}
@@ -169,46 +158,12 @@ class _ScrapingSource:
         if ready and not texts:
             raise NoMetricsError(f"none of the {len(ready)} ready pod(s) answered /metrics")
         collector = self._collectors.setdefault(target.key, FleetCollector())
-        sample = collector.observe(texts, now, self._gateway_queue(target))
+        sample = collector.observe(texts, now)
         in_flight: dict[str, float] = {}
         for pod_name, text in texts.items():
             snap = parse_vllm_metrics(text, now)
             in_flight[pod_name] = snap.running + snap.waiting
         return Scrape(sample, in_flight)
-
-
-@dataclass
-class FleetMetricsSource(_ScrapingSource):
-    """The simulated fleet: ``GET {base_url}/metrics/<ns>/<pod>``; the fleet's gateway queue
-    (requests no replica could take, e.g. at zero replicas) comes from ``/load/<ns>/<name>``."""
-
-    base_url: str = "http://127.0.0.1:8000"
-
-    def _url(self, *parts: str) -> str:
-        return self.base_url.rstrip("/") + "/" + "/".join(urllib.parse.quote(p) for p in parts)
-
-    def _text(self, target: Target, pod: PodState) -> str:
-        return _get(self._url("metrics", target.namespace, pod.name), self.timeout)
-
-    def _gateway_queue(self, target: Target) -> float:
-        try:
-            body = json.loads(_get(self._url("load", target.namespace, target.name), self.timeout))
-            return float(body.get("gatewayQueue", 0.0))
-        except (OSError, ValueError, AttributeError):
-            return 0.0
-
-
-@dataclass
-class PodMetricsSource(_ScrapingSource):
-    """Scrape each pod's engine directly at ``http://<podIP>:<port>/metrics`` (real clusters;
-    the operator needs network access to the pods)."""
-
-    port: int = 8000
-
-    def _text(self, target: Target, pod: PodState) -> str:
-        if not pod.ip:
-            raise ValueError("pod has no IP yet")
-        return HttpPodScraper(port=self.port, timeout=self.timeout).scrape(pod.ip)
 
 
 @dataclass
@@ -229,21 +184,15 @@ class PrometheusMetricsSource:
         return Scrape(replace(src.fleet_sample(time.time()), timestamp=now))
 
 
-def metrics_source_from_setting(value: str) -> MetricsSource | None:
-    """``fleet:<url>`` | ``pods[:<port>]`` | ``prometheus:<url>`` | empty (None: off)."""
+def metrics_source_from_setting(value: str) -> MetricsSource:
+    """``pods`` | ``pods:<port>`` | ``prometheus:<url>``."""
     value = value.strip()
-    if not value:
-        return None
     kind, _, rest = value.partition(":")
-    if kind == "fleet" and rest:
-        return FleetMetricsSource(base_url=rest)
-    if kind == "pods":
+    if kind == "pods" and (not rest or rest.isdigit()):
         return PodMetricsSource(port=int(rest) if rest else 8000)
     if kind == "prometheus" and rest:
         return PrometheusMetricsSource(base_url=rest)
-    raise ValueError(
-        f"{ENV_METRICS_SOURCE}={value!r}: use fleet:<url>, pods, pods:<port> or prometheus:<url>"
-    )
+    raise ValueError(f"{ENV_METRICS_SOURCE}={value!r}: use pods, pods:<port> or prometheus:<url>")
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -535,17 +484,14 @@ def start_autoscaler(
     kube: Kube,
     namespaces: Sequence[str] = (),
     *,
-    metrics_source: str = "",
+    metrics_source: str = "pods",
     interval_seconds: float = 5.0,
-) -> threading.Thread | None:
-    """Start the loop in a daemon thread when a metrics source is configured.
+) -> threading.Thread:
+    """Start the loop in a daemon thread.
 
     ``rt`` is the operator's Runtime: ``decisions``, ``trigger`` and the ``stop`` event.
     """
     source = metrics_source_from_setting(metrics_source)
-    if source is None:
-        log.info("autoscaler off (%s is not set)", ENV_METRICS_SOURCE)
-        return None
     loop = AutoscalerLoop(
         KubeCluster(kube, tuple(namespaces)), source, rt, interval=interval_seconds
     )

@@ -47,17 +47,18 @@ class EngineAPI(Protocol):
 
 @dataclass(frozen=True)
 class HttpEngine:
-    """The engine's runtime LoRA API over HTTP: through the simulated fleet (`fleet:<url>`),
-    or each pod directly (`http://<podIP>:8000`, real clusters only)."""
+    """The engine's runtime LoRA API over HTTP, on each pod: `http://<podIP>:<port>` (the
+    operator needs network access to the pods, as for scraping their metrics)."""
 
-    fleet_url: str | None = None
     port: int = 8000
     timeout: float = 10.0
 
     def _base(self, namespace: str, pod: Any) -> str:
-        if self.fleet_url:
-            return f"{self.fleet_url}/pods/{namespace}/{pod.metadata.name}"
-        return f"http://{pod.status.pod_ip}:{self.port}"
+        ip = pod.status.pod_ip if pod.status else None
+        if not ip:
+            raise EngineError(0, "pod has no IP yet")
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"http://{host}:{self.port}"
 
     def _call(self, url: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -87,15 +88,6 @@ class HttpEngine:
 
     def unload(self, namespace: str, pod: Any, name: str) -> None:
         self._call(f"{self._base(namespace, pod)}/v1/unload_lora_adapter", {"lora_name": name})
-
-
-def engine_from_setting(metrics_source: str) -> HttpEngine | None:
-    """The engine API follows the metrics source: the simulated fleet, or the pods."""
-    if metrics_source.startswith("fleet:"):
-        return HttpEngine(fleet_url=metrics_source.split(":", 1)[1])
-    if metrics_source.startswith("pods"):
-        return HttpEngine()
-    return None
 
 
 def adapter_path(uri: str) -> str:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from modelplane.adapters.autoscaler import start_autoscaler
 from modelplane.adapters.kube import Kube
-from modelplane.adapters.lora import LoraLoop, engine_from_setting
+from modelplane.adapters.lora import HttpEngine, LoraLoop
 from modelplane.adapters.preload import PreloadLoop
 from modelplane.api.enums import CapacityProvider
 from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
@@ -234,19 +234,16 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     threading.Thread(
         target=pre.run, args=(rt.stop,), name="modelplane-preload", daemon=True
     ).start()
-    engine = engine_from_setting(s.metrics_source)
-    if engine is not None:
-        lora = LoraLoop(kube, engine, rt, s.namespaces)
-        threading.Thread(
-            target=lora.run, args=(rt.stop,), name="modelplane-lora", daemon=True
-        ).start()
+    # FineTuned adapters: each Ready pod's engine API, at the pod's address.
+    lora = LoraLoop(kube, HttpEngine(), rt, s.namespaces)
+    threading.Thread(target=lora.run, args=(rt.stop,), name="modelplane-lora", daemon=True).start()
     start_autoscaler(
         rt,
         kube,
         s.namespaces,
         metrics_source=s.metrics_source,
         interval_seconds=s.autoscaler_interval_seconds,
-    )  # daemon thread; off unless a metrics source is set
+    )  # daemon thread
     log.info(
         "modelplane operator started: provider=%s resync=%ss",
         s.capacity_provider.value,
