@@ -396,3 +396,59 @@ def test_operator_never_adopts_a_strangers_deployment(
     dep = apps.read_namespaced_deployment("taken", namespace)
     assert dep.spec.template.spec.containers[0].image == "example.invalid/x"
     assert not dep.metadata.owner_references
+
+
+def test_strangers_service_and_pdb_are_left_alone_and_reported(
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
+) -> None:
+    """A Service and a PodDisruptionBudget someone else made under the ModelDeployment's name:
+    the operator writes neither (no takeover, no owner reference, so deleting the
+    ModelDeployment cannot garbage-collect them) and reports ChildConflict naming both."""
+    core, policy, apps = client.CoreV1Api(api), client.PolicyV1Api(api), client.AppsV1Api(api)
+    name = "shared-name"
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": name, "labels": {"team": "other"}},
+            "spec": {"selector": {"app": "other"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
+    policy.create_namespaced_pod_disruption_budget(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "other"}}},
+        },
+    )
+
+    def untouched() -> None:
+        svc = core.read_namespaced_service(name, namespace)
+        assert not svc.metadata.owner_references
+        assert svc.spec.selector == {"app": "other"}
+        assert [(p.port, p.target_port) for p in svc.spec.ports] == [(80, 8080)]
+        assert svc.metadata.labels == {"team": "other"}
+        assert "modelplane.io/applied-hash" not in (svc.metadata.annotations or {})
+        pdb = policy.read_namespaced_pod_disruption_budget(name, namespace)
+        assert not pdb.metadata.owner_references
+        assert pdb.spec.selector.match_labels == {"app": "other"}
+        assert pdb.spec.min_available == 1 and pdb.spec.max_unavailable is None
+
+    with run_operator([namespace]):
+        apply(cluster, _md(namespace, name, replicas={"min": 2, "max": 2}))
+
+        def conflicted() -> dict[str, Any] | None:
+            md = get_md(api, namespace, name)
+            return md if condition(md, "Ready").get("reason") == "ChildConflict" else None
+
+        md = wait_for(conflicted, timeout=60, what="ChildConflict reported")
+        ready = condition(md, "Ready")
+        assert ready["status"] == "False" and md["status"]["phase"] == "Failed"
+        assert f"Service {namespace}/{name}" in ready["message"]
+        assert f"PodDisruptionBudget {namespace}/{name}" in ready["message"]
+        assert "rename" in ready["message"] and "delete" in ready["message"]
+        time.sleep(3)  # a resync or two later: still nothing written
+        untouched()
+        assert not apps.list_namespaced_deployment(namespace).items
+        cluster.kubectl("delete", "mdep", name, "-n", namespace, "--wait=true")
+        time.sleep(3)
+    untouched()  # deleting the ModelDeployment collected nothing of theirs
