@@ -9,6 +9,10 @@ field manager ``modelplane-autoscaler``. It never writes the ModelDeployment: th
 handed to the reconciler (``decisions[key]`` + ``trigger``), which reports it in
 ``status.autoscaler`` as the single status writer.
 
+Requests a gateway holds for want of a replica reach the policy through the ModelDeployment's
+``modelplane.io/pending-requests`` / ``-at`` annotations (``api.demand``): a fresh count is
+queued demand, which is what wakes a deployment at zero replicas.
+
 Which pods go on scale-down. The ReplicaSet controller picks the pods to delete in this
 order (``ActivePodsWithRanks`` in kube-controller-manager): unscheduled before scheduled,
 ``Pending`` before ``Running``, not Ready before Ready, and only then the lower
@@ -43,6 +47,12 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from modelplane.adapters.kube import Kube, now_rfc3339
+from modelplane.api.demand import (
+    ANNOTATION_PENDING_REQUESTS,
+    ANNOTATION_PENDING_REQUESTS_AT,
+    freshness_limit,
+    gateway_demand,
+)
 from modelplane.api.durations import parse_duration
 from modelplane.api.enums import Tier
 from modelplane.api.v1alpha1 import ModelDeployment, Replicas
@@ -328,6 +338,7 @@ class AutoscalerLoop:
         interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], str] = now_rfc3339,
+        epoch: Callable[[], float] = time.time,
     ) -> None:
         self.cluster = cluster
         self.source = source
@@ -335,8 +346,11 @@ class AutoscalerLoop:
         self.interval = interval
         self.clock = clock
         self.wall = wall
+        #: Wall-clock seconds, to age the demand gateways publish (``api.demand``).
+        self.epoch = epoch
         self._states: dict[str, _State] = {}
         self._warned: dict[str, str] = {}
+        self._ignored: dict[str, tuple[str | None, str | None]] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Step every ``interval`` seconds until ``stop`` is set."""
@@ -401,6 +415,40 @@ class AutoscalerLoop:
             self._forget(key)
             return None
         self._warned.pop(key, None)
+        return self._autoscale(key, target, md.metadata.uid, policy, self._demand([md]), [target])
+
+    def _demand(self, mds: Sequence[ModelDeployment]) -> int:
+        """Requests gateways hold for `mds` (fresh counts only; stale ones are logged once)."""
+        now, limit = self.epoch(), freshness_limit(self.interval)
+        total = 0
+        for md in mds:
+            key = f"{md.metadata.namespace}/{md.metadata.name}"
+            ann = md.metadata.annotations
+            demand = gateway_demand(ann, now, limit)
+            total += demand.pending
+            if demand.ignored is None:
+                self._ignored.pop(key, None)
+                continue
+            published = (
+                ann.get(ANNOTATION_PENDING_REQUESTS),
+                ann.get(ANNOTATION_PENDING_REQUESTS_AT),
+            )
+            if self._ignored.get(key) != published:
+                self._ignored[key] = published
+                log.warning("ignoring the gateway demand on %s: %s", key, demand.ignored)
+        return total
+
+    def _autoscale(
+        self,
+        key: str,
+        target: Target,
+        uid: str | None,
+        policy: AutoscalingPolicy,
+        pending: int,
+        report: Sequence[Target],
+    ) -> Outcome | None:
+        """Scrape, decide and scale ``target``'s Deployment; report to the ModelDeployments
+        in ``report``. ``pending``: requests held at the gateway (``api.demand``)."""
         current = self.cluster.deployment_replicas(target.namespace, target.name)
         if current is None:
             return None  # the reconciler has not created the Deployment yet
@@ -408,9 +456,19 @@ class AutoscalerLoop:
         ready = [p for p in pods if p.ready]
         now = self.clock()
         state = self._states.get(key)
-        if state is None or state.uid != md.metadata.uid:
-            state = self._states[key] = _State(md.metadata.uid, MetricHistory())
+        if state is None or state.uid != uid:
+            state = self._states[key] = _State(uid, MetricHistory())
         scrape = self.source.collect(target, ready, now)
+        if pending:
+            # Held in front of the replicas: queued requests, as the engines' own waiting ones.
+            scrape = Scrape(
+                replace(
+                    scrape.sample,
+                    concurrent_requests=scrape.sample.concurrent_requests + pending,
+                    queue_depth=scrape.sample.queue_depth + pending,
+                ),
+                scrape.in_flight,
+            )
         state.history.max_age = max(policy.history_seconds, 10 * self.interval)
         state.history.add(scrape.sample)
 
@@ -420,6 +478,8 @@ class AutoscalerLoop:
             decision.reason.value,
             decision.explanation,
         )
+        if pending:
+            text = f"{text} ({pending} held at the gateway)"
         victims: tuple[str, ...] = ()
         if desired < current:
             desired, text, reason, victims = self._scale_down_plan(
@@ -430,10 +490,11 @@ class AutoscalerLoop:
             text = f"{current} -> {desired}: {text}"
             self.cluster.scale(target.namespace, target.name, desired)
             log.info("scaled %s %s", key, text)
-        prev = self.reporter.decisions.get(key)
-        if scaled or prev is None or prev.desired_replicas != desired:
-            self.reporter.decisions[key] = AutoscalerView(desired, text, reason, self.wall())
-            self.reporter.trigger(target.namespace, target.name)
+        for t in report:
+            prev = self.reporter.decisions.get(t.key)
+            if scaled or prev is None or prev.desired_replicas != desired:
+                self.reporter.decisions[t.key] = AutoscalerView(desired, text, reason, self.wall())
+                self.reporter.trigger(t.namespace, t.name)
         return Outcome(key, current, desired, reason, text, scaled, victims)
 
     def _scale_down_plan(
