@@ -423,15 +423,22 @@ class Kube:
         )
 
     def write_status(self, md: ModelDeployment, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Merge-patch the status computed from `md` as observed. The patch carries that
+        object's resourceVersion, so if anyone wrote the object since, the apiserver refuses it
+        (409 Conflict) rather than letting a status built from a stale body win."""
         if not status_changed(old, new):
             return False
+        patch: dict[str, Any] = {"status": status_patch(old, new)}
+        version = (md.metadata.model_extra or {}).get("resourceVersion")
+        if version:
+            patch["metadata"] = {"resourceVersion": version}
         self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             md.metadata.namespace or "default",
             "modeldeployments",
             md.metadata.name,
-            {"status": status_patch(old, new)},
+            patch,
         )
         return True
 

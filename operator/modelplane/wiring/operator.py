@@ -144,6 +144,8 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 rt.trigger(md.metadata.namespace or "default", md.spec.base.deployment)
         except ApiException as e:
             RECONCILES.labels("error").inc()
+            if e.status == 409:  # written since we read it: re-read and recompute right away
+                rt.trigger(md.metadata.namespace or "default", md.metadata.name, delay=0)
             if e.status in (404, 409):  # gone meanwhile, or a concurrent writer: retry soon
                 raise kopf.TemporaryError(f"{e.status} {e.reason}; retrying", delay=2) from e
             raise kopf.TemporaryError(f"API error {e.status} {e.reason}", delay=10) from e
