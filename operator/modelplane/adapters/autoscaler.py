@@ -1,7 +1,9 @@
 """The autoscaler loop: metrics in, ``/scale`` out.
 
 Every ``interval`` seconds, for each OnDemand ModelDeployment with ``spec.autoscaling`` (and
-no ``spec.replicas.pinned``), the loop scrapes the Ready model-server pods through a
+no ``spec.replicas.pinned``), and for each shared Serverless backend (one target per backend
+Deployment in the operator's namespace, its tenants grouped by their ``status.backend``, the
+policy from ``backend_policy``), the loop scrapes the Ready model-server pods through a
 ``MetricsSource``, appends the fleet sample to that deployment's ``MetricHistory``, asks the
 pure policy (``autoscaling.policy.decide``) for a replica count, and, when it differs from
 the Deployment's ``spec.replicas``, changes it through the ``/scale`` subresource under the
@@ -55,7 +57,7 @@ from modelplane.api.demand import (
 )
 from modelplane.api.durations import parse_duration
 from modelplane.api.enums import Tier
-from modelplane.api.v1alpha1 import ModelDeployment, Replicas
+from modelplane.api.v1alpha1 import Autoscaling, ModelDeployment, Replicas
 from modelplane.autoscaling.metrics import (
     FleetCollector,
     HttpPodScraper,
@@ -64,6 +66,7 @@ from modelplane.autoscaling.metrics import (
     parse_vllm_metrics,
 )
 from modelplane.autoscaling.policy import (
+    DEFAULT_SCALE_TO_ZERO_WINDOW_S,
     AutoscalingPolicy,
     MetricHistory,
     MetricSample,
@@ -71,6 +74,11 @@ from modelplane.autoscaling.policy import (
     decide,
 )
 from modelplane.builders.objects import LABEL_DEPLOYMENT
+from modelplane.builders.serverless import (
+    BACKEND_LOAD_TARGETS,
+    BACKEND_MAX_REPLICAS,
+    BACKEND_MIN_REPLICAS,
+)
 from modelplane.reconcile.core import AutoscalerView
 
 __all__ = [
@@ -99,6 +107,8 @@ ENV_METRICS_SOURCE = "MODELPLANE_METRICS_SOURCE"
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 #: Deletion cost of the Ready pods chosen for removal (others carry none, i.e. 0).
 VICTIM_DELETION_COST = -1000
+#: Keys of shared Serverless backends in the loop's state (tenants' keys are namespace/name).
+BACKEND_KEY_PREFIX = "backend:"
 
 
 # --------------------------------------------------------------------------- observations
@@ -326,6 +336,44 @@ def _policy(md: ModelDeployment) -> AutoscalingPolicy:
     return AutoscalingPolicy.from_spec(spec, min_replicas=reps.min, max_replicas=reps.effective_max)
 
 
+def backend_policy(tenants: Sequence[ModelDeployment]) -> AutoscalingPolicy:
+    """The policy of a shared Serverless backend, from its tenants' ``spec.autoscaling``.
+
+    Tenants cannot set replicas (a CRD rule), so the bounds are the platform's: from 0 (every
+    tenant allows scale to zero) to ``BACKEND_MAX_REPLICAS``. A tenant without
+    ``spec.autoscaling`` counts with the API's defaults. Windows: the shortest scale-up window
+    (the most eager tenant adds capacity), the longest scale-down and scale-to-zero windows
+    (capacity stays while any tenant wants it kept). Load targets: each target any tenant sets,
+    at the lowest per-replica value asked for; a tenant setting none counts with
+    ``BACKEND_LOAD_TARGETS``. The highest replica count across targets wins, as for OnDemand.
+    """
+    ups: list[float] = []
+    downs: list[float] = []
+    zeros: list[float] = []
+    targets: dict[str, float] = {}
+    for md in tenants:
+        a = md.spec.autoscaling or Autoscaling()
+        ups.append(parse_duration(a.scale_up_window))
+        downs.append(parse_duration(a.scale_down_window))
+        zeros.append(
+            parse_duration(a.scale_to_zero_window)
+            if a.scale_to_zero_window is not None
+            else DEFAULT_SCALE_TO_ZERO_WINDOW_S
+        )
+        own = a.load_targets.model_dump(by_alias=True, exclude_none=True) if a.load_targets else {}
+        for name, value in (own or BACKEND_LOAD_TARGETS).items():
+            targets[name] = min(float(value), targets.get(name, float("inf")))
+    spec: dict[str, Any] = {
+        "scaleUpWindow": min(ups),
+        "scaleDownWindow": max(downs),
+        "scaleToZeroWindow": max(zeros),
+        "loadTargets": targets,
+    }
+    return AutoscalingPolicy.from_spec(
+        spec, min_replicas=BACKEND_MIN_REPLICAS, max_replicas=BACKEND_MAX_REPLICAS
+    )
+
+
 class AutoscalerLoop:
     """Periodic autoscaling of every eligible ModelDeployment (see the module doc)."""
 
@@ -367,11 +415,15 @@ class AutoscalerLoop:
     def run_once(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
         seen: set[str] = set()
+        backends: dict[str, list[ModelDeployment]] = {}
         for body in self.cluster.model_deployments():
             meta = body.get("metadata") or {}
             key = f"{meta.get('namespace')}/{meta.get('name')}"
             seen.add(key)
             if meta.get("deletionTimestamp"):
+                continue
+            if (body.get("spec") or {}).get("tier") == Tier.SERVERLESS.value:
+                self._tenant(key, body, backends)
                 continue
             try:
                 out = self.step(body)
@@ -380,9 +432,49 @@ class AutoscalerLoop:
                 continue
             if out is not None:
                 outcomes.append(out)
+        for backend, tenants in sorted(backends.items()):
+            seen.add(BACKEND_KEY_PREFIX + backend)
+            try:
+                out = self.step_backend(backend, tenants)
+            except (ApiException, OSError, NoMetricsError, PrometheusError, ValueError) as e:
+                log.warning("autoscaling Serverless backend %s skipped this round: %s", backend, e)
+                continue
+            if out is not None:
+                outcomes.append(out)
         for key in (set(self._states) | set(self.reporter.decisions)) - seen:  # deleted
             self._forget(key)
         return outcomes
+
+    def _tenant(
+        self, key: str, body: dict[str, Any], backends: dict[str, list[ModelDeployment]]
+    ) -> None:
+        """Group a Serverless tenant under the backend the reconciler placed it on
+        (``status.backend``, "namespace/name"); tenants are scaled together, as their backend."""
+        backend = (body.get("status") or {}).get("backend")
+        try:
+            md = ModelDeployment.model_validate(body)
+        except ValidationError:
+            md = None
+        if md is None or not backend or "/" not in backend:
+            self.reporter.decisions.pop(key, None)  # no backend (yet): nothing to report
+            return
+        backends.setdefault(backend, []).append(md)
+
+    def step_backend(self, backend: str, tenants: Sequence[ModelDeployment]) -> Outcome | None:
+        """One decision for a shared Serverless backend ("namespace/name") and its tenants."""
+        key = BACKEND_KEY_PREFIX + backend
+        namespace, name = backend.split("/", 1)
+        try:
+            policy = backend_policy(tenants)
+        except ValueError as e:
+            self._warn_once(key, str(e))
+            self._states.pop(key, None)
+            return None
+        self._warned.pop(key, None)
+        report = [Target(t.metadata.namespace or "default", t.metadata.name) for t in tenants]
+        return self._autoscale(
+            key, Target(namespace, name), None, policy, self._demand(tenants), report
+        )
 
     def _forget(self, key: str) -> None:
         self._states.pop(key, None)

@@ -18,9 +18,12 @@ from modelplane.builders.resolve import Resolved
 
 LABEL_BACKEND = "modelplane.io/backend"
 LABEL_TIER = "modelplane.io/tier"
-#: Replica bounds of a shared backend: scale to zero when idle, a platform-wide ceiling.
+#: Replica bounds of a shared backend: scale to zero when idle, a platform-wide ceiling
+#: (tenants cannot set replicas; the autoscaler scales the backend within these bounds).
 BACKEND_MIN_REPLICAS = 0
 BACKEND_MAX_REPLICAS = 4
+#: Per-replica load target of a backend for tenants that set none in spec.autoscaling.
+BACKEND_LOAD_TARGETS = {"concurrentRequests": 32.0}
 
 
 def shape_key(r: Resolved) -> str:

@@ -309,6 +309,8 @@ def _plan_serverless(obs: Observed, r: Resolved, p: Plan) -> Plan:
         if obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != have:
             p.apply.append(obj)
     want, why = desired_replicas(b, obs.deployment.replicas, obs.deployment.exists)
+    if obs.autoscaler is not None:  # the autoscaler scales the backend for all its tenants
+        why = obs.autoscaler.explanation
     p.desired_replicas, p.decision = want, f"shared backend {b.name}: {why}"
     current = obs.deployment.replicas if obs.deployment.exists else 1
     if want != current:
