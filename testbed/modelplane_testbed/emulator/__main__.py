@@ -1,0 +1,5 @@
+import sys
+
+from modelplane_testbed.emulator.process import main
+
+sys.exit(main())
