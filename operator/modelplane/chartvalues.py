@@ -330,6 +330,7 @@ def permissions_yaml() -> str:
             "verbs": list(p.verbs),
             "namespaced": p.namespaced,
             "provider": p.provider.value if p.provider is not None else "",
+            "operatorNamespace": p.operator_namespace,
             "why": p.why,
         }
         for p in PERMISSIONS

@@ -2,7 +2,13 @@
 
 The Helm chart's RBAC is rendered from this table's twin in `charts/modelplane/templates/`, and
 a test fails when the two differ (a wildcard, a verb the operator never uses, or one missing).
-Secrets are deliberately absent: the operator only ever passes secret *references* to pods.
+
+Secrets: model servers get secret *references* only, with one exception. A shared Serverless
+backend lives in the operator's namespace and a pod cannot reference a Secret in another
+namespace, so the operator reads the one Secret a tenant's `model.credentialsSecretRef` names
+(`get` by name: never `list` or `watch`, so it never learns what else a namespace holds) and
+mirrors that key next to the backend. Writing Secrets is granted only in the operator's own
+namespace (`operator_namespace`: a Role there, in every install mode).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ class Permission:
     namespaced: bool
     why: str
     provider: CapacityProvider | None = None  # only with this capacity provider
+    #: Granted only in the operator's (release) namespace, never cluster-wide.
+    operator_namespace: bool = False
 
 
 READ = ("get", "list", "watch")
@@ -85,6 +93,24 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "events", ("create",), True, "Events on phase transitions"),
     Permission(
         "",
+        "secrets",
+        ("get",),
+        True,
+        "Serverless: read, by name, the Secret a tenant's model.credentialsSecretRef names (only "
+        "those: never list or watch) to mirror its one key next to the shared backend, whose "
+        "pods cannot reference a Secret in the tenant's namespace; and read that mirror",
+    ),
+    Permission(
+        "",
+        "secrets",
+        ("create", "patch", "delete"),
+        True,
+        "Serverless: the backend's mirrored credentials Secret, in the operator's namespace only "
+        "(applied with the backend, deleted by the backend sweep)",
+        operator_namespace=True,
+    ),
+    Permission(
+        "",
         "nodes",
         ("list", "patch"),
         False,
@@ -115,10 +141,15 @@ PERMISSIONS: tuple[Permission, ...] = (
 )
 
 
-def required(provider: CapacityProvider) -> dict[tuple[str, str, bool], set[str]]:
-    """(group, resource, namespaced) -> verbs the operator needs with `provider`."""
+def required(
+    provider: CapacityProvider, *, operator_namespace: bool = False
+) -> dict[tuple[str, str, bool], set[str]]:
+    """(group, resource, namespaced) -> verbs the operator needs with `provider`: everywhere it
+    works, or (`operator_namespace`) in addition, only in its own namespace."""
     out: dict[tuple[str, str, bool], set[str]] = {}
     for p in PERMISSIONS:
+        if p.operator_namespace != operator_namespace:
+            continue
         if p.provider is None or p.provider == provider:
             out.setdefault((p.group, p.resource, p.namespaced), set()).update(p.verbs)
     return out

@@ -133,23 +133,40 @@ def _rules(obj: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 
 
 def _required(
-    provider: CapacityProvider, namespaced: bool | None
+    provider: CapacityProvider, namespaced: bool | None, *, operator_namespace: bool = False
 ) -> dict[tuple[str, str], set[str]]:
+    required = permissions.required(provider, operator_namespace=operator_namespace)
     return {
         (g, r): verbs
-        for (g, r, ns), verbs in permissions.required(provider).items()
+        for (g, r, ns), verbs in required.items()
         if namespaced is None or ns == namespaced
     }
+
+
+def _merged(*rules: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for r in rules:
+        for k, v in r.items():
+            out.setdefault(k, set()).update(v)
+    return out
 
 
 def _assert_least_privilege(docs: list[dict[str, Any]]) -> None:
     for d in docs:
         if d["kind"] not in {"ClusterRole", "Role"}:
             continue
+        in_release = d["kind"] == "Role" and d["metadata"]["namespace"] == NAMESPACE
         for rule in d["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field] and not any("*" in v for v in rule[field])
-            assert not {"secrets", "configmaps"} & set(rule["resources"]), rule
+            assert "configmaps" not in rule["resources"], rule
+            if "secrets" in rule["resources"]:
+                # Secrets are read by name only (the ones tenants reference; never listed or
+                # watched) and written only in the release namespace (mirrored credentials).
+                assert rule["resources"] == ["secrets"], rule
+                assert set(rule["verbs"]) <= (
+                    {"get", "create", "patch", "delete"} if in_release else {"get"}
+                ), (d["kind"], rule)
             assert set(rule["verbs"]) <= set(ALL_VERBS)
             assert "resourceNames" not in rule and "nonResourceURLs" not in rule
 
@@ -158,9 +175,16 @@ def _assert_least_privilege(docs: list[dict[str, Any]]) -> None:
 def test_cluster_wide_rbac_is_exactly_permissions_py(provider: CapacityProvider) -> None:
     docs = render(f"capacityProvider={provider.value}")
     _assert_least_privilege(docs)
-    assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
     role = one(docs, "ClusterRole")
     assert _rules(role) == _required(provider, None)
+    # Only what is granted in the release namespace alone is a Role, there.
+    operator_role = one(docs, "Role")
+    assert operator_role["metadata"]["namespace"] == NAMESPACE
+    assert _rules(operator_role) == _required(provider, None, operator_namespace=True)
+    assert _rules(operator_role) == {("", "secrets"): {"create", "patch", "delete"}}
+    operator_binding = one(docs, "RoleBinding")
+    assert operator_binding["metadata"]["namespace"] == NAMESPACE
+    assert operator_binding["roleRef"]["name"] == operator_role["metadata"]["name"]
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -188,17 +212,18 @@ def test_namespaced_rbac_splits_permissions_py_by_scope(provider: CapacityProvid
         ["team-a", "team-b", NAMESPACE]
     )
     for role in roles:
-        assert _rules(role) == _required(provider, True)
+        extra = role["metadata"]["namespace"] == NAMESPACE
+        assert _rules(role) == _merged(
+            _required(provider, True),
+            _required(provider, None, operator_namespace=True) if extra else {},
+        )
     bindings = {b["metadata"]["namespace"]: b for b in of_kind(docs, "RoleBinding")}
     assert set(bindings) == {r["metadata"]["namespace"] for r in roles}
     for ns, b in bindings.items():
         assert b["roleRef"]["kind"] == "Role"
         assert b["subjects"][0]["namespace"] == NAMESPACE, ns
-    union: dict[tuple[str, str], set[str]] = {}
-    for obj in [cluster_role, roles[0]]:
-        for k, v in _rules(obj).items():
-            union.setdefault(k, set()).update(v)
-    assert union == _required(provider, None)
+    watched = next(r for r in roles if r["metadata"]["namespace"] == "team-a")
+    assert _merged(_rules(cluster_role), _rules(watched)) == _required(provider, None)
 
 
 def test_provider_permissions_only_with_their_provider() -> None:

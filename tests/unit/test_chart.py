@@ -141,6 +141,21 @@ def test_permissions_file_is_the_twin_of_permissions_py() -> None:
     for row, p in zip(table, permissions.PERMISSIONS, strict=True):
         assert row["apiGroups"] == [p.group] and row["resources"] == [p.resource]
         assert tuple(row["verbs"]) == p.verbs and row["namespaced"] == p.namespaced
+        assert row["operatorNamespace"] == p.operator_namespace
+
+
+def test_secrets_are_read_by_name_and_written_only_in_the_operator_namespace() -> None:
+    secrets = [p for p in permissions.PERMISSIONS if p.resource == "secrets"]
+    # Read: get by name (the Secrets tenants reference), never list or watch.
+    assert [(p.verbs, p.operator_namespace) for p in secrets if not p.operator_namespace] == [
+        (("get",), False)
+    ]
+    # Write: the Serverless backends' mirrored credentials, in the operator's namespace only.
+    assert [p.verbs for p in secrets if p.operator_namespace] == [("create", "patch", "delete")]
+    assert all(p.namespaced and "mirror" in p.why for p in secrets)
+    assert not [p for p in permissions.PERMISSIONS if p.resource == "configmaps"]
+    # Nothing else is limited to the operator's namespace.
+    assert {p.resource for p in permissions.PERMISSIONS if p.operator_namespace} == {"secrets"}
 
 
 def test_flux_helmrelease_values_are_valid_chart_values() -> None:

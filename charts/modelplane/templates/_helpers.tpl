@@ -86,7 +86,9 @@ namespace, where the operator keeps platform-owned objects (shared Serverless ba
 {{/*
 RBAC rules from files/permissions.yaml (generated from modelplane.permissions), filtered by
 scope and by the selected capacity provider. Call with
-  dict "root" $ "scope" ("all" | "namespaced" | "cluster")
+  dict "root" $ "scope" ("all" | "namespaced" | "cluster" | "operator")
+"operator" selects the rules granted only in the release namespace (operatorNamespace: true);
+every other scope leaves them out.
 */}}
 {{- define "modelplane.rules" -}}
 {{- $root := .root }}
@@ -94,6 +96,7 @@ scope and by the selected capacity provider. Call with
 {{- range $table.rules }}
 {{- $providerOk := or (not .provider) (eq .provider $root.Values.capacityProvider) }}
 {{- $scopeOk := or (eq $.scope "all") (and (eq $.scope "namespaced") .namespaced) (and (eq $.scope "cluster") (not .namespaced)) }}
+{{- if eq $.scope "operator" }}{{ $scopeOk = .operatorNamespace }}{{ else if .operatorNamespace }}{{ $scopeOk = false }}{{ end }}
 {{- if and $providerOk $scopeOk }}
 # {{ .why }}
 - apiGroups: {{ toJson .apiGroups }}

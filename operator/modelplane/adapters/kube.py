@@ -56,6 +56,7 @@ _KINDS = {
     "WeightsClaim": ("v1", "PersistentVolumeClaim"),
     "FillJob": ("batch/v1", "Job"),
     "PodDisruptionBudget": ("policy/v1", "PodDisruptionBudget"),
+    "CredentialsSecret": ("v1", "Secret"),
 }
 MANAGED_BY = "app.kubernetes.io/managed-by"
 
@@ -150,6 +151,7 @@ class Kube:
         ns, name = md.metadata.namespace or "default", md.metadata.name
         classes = self.accelerator_classes()
         tenant_names: tuple[str, ...] = ()
+        credentials: serverless.BackendCredentials | None = None
         hashes: dict[str, str | None] = {}
         foreign: set[str] = set()
 
@@ -186,7 +188,16 @@ class Kube:
             if r is not None:
                 target_ns, target = ctx.operator_namespace, serverless.backend_name(r)
                 owned_by = "backend"
-                tenant_names = self._tenant_names(target, classes)
+                tenants = [t for t, b in self._serverless_tenants(classes) if b == target]
+                tenant_names = serverless.tenant_names(tenants)
+                credentials = self._backend_credentials(target, tenants)
+                child(
+                    "CredentialsSecret",
+                    self.core.read_namespaced_secret,
+                    serverless.credentials_secret_name(target),
+                    target_ns,
+                    labelled(serverless.LABEL_BACKEND, target),
+                )
                 child(
                     "TenantService",
                     self.core.read_namespaced_service,
@@ -267,6 +278,7 @@ class Kube:
             lora_demand=lora_demand,
             preload=preload,
             foreign=frozenset(foreign),
+            backend_credentials=credentials,
         )
 
     def _shared_volume(
@@ -356,20 +368,41 @@ class Kube:
                 continue
         return out
 
-    def _tenant_names(
-        self, backend: str, classes: dict[str, AcceleratorClassSpec]
-    ) -> tuple[str, ...]:
-        names: set[str] = set()
-        for md, b in self._serverless_tenants(classes):
-            if b == backend and md.spec.model is not None:
-                names.add(md.spec.model.served_name or md.metadata.name)
-                names.update(md.spec.model.aliases)
-        return tuple(sorted(names))
+    def _backend_credentials(
+        self, backend: str, tenants: Sequence[ModelDeployment]
+    ) -> serverless.BackendCredentials | None:
+        """The one Secret key of the oldest tenant that gives readable credentials. Reads
+        only the Secrets tenants reference, by name (no list, no watch)."""
+        for md in serverless.credential_candidates(tenants):
+            assert md.spec.model is not None and md.spec.model.credentials_secret_ref is not None
+            ref = md.spec.model.credentials_secret_ref
+            ns, key = md.metadata.namespace or "default", ref.key or "token"
+            try:
+                secret = self.core.read_namespaced_secret(ref.name, ns)
+            except ApiException as e:
+                if e.status not in (403, 404):
+                    raise
+                log.warning(
+                    "Serverless backend %s: cannot read Secret %s/%s of tenant %s/%s (%s %s)",
+                    backend, ns, ref.name, ns, md.metadata.name, e.status, e.reason,
+                )  # fmt: skip
+                continue
+            value = (secret.data or {}).get(key)
+            if not value:
+                log.warning(
+                    "Serverless backend %s: Secret %s/%s has no key %r", backend, ns, ref.name, key
+                )
+                continue
+            return serverless.BackendCredentials(md, ref.name, key, value)
+        return None
 
     def sweep_backends(self, operator_namespace: str) -> int:
-        """Remove shared Serverless backends that no tenant resolves to any more."""
+        """Remove shared Serverless backends that no tenant resolves to any more, and mirrored
+        credentials no tenant of a backend asks for any more."""
         classes = self.accelerator_classes()
-        wanted = {b for _, b in self._serverless_tenants(classes)}
+        tenants = self._serverless_tenants(classes)
+        wanted = {b for _, b in tenants}
+        with_credentials = {b for md, b in tenants if serverless.credential_candidates([md])}
         deps = self.apps.list_namespaced_deployment(
             operator_namespace, label_selector=serverless.LABEL_BACKEND
         ).items
@@ -380,19 +413,29 @@ class Kube:
             ).read_namespaced_pod_disruption_budget,
         }
         writes = 0
+        secrets = self.core.read_namespaced_secret
         for d in deps:
             name = d.metadata.name
+            mirror = serverless.credentials_secret_name(name)
+            ours = labelled(serverless.LABEL_BACKEND, name)
+            stale = name in wanted and name not in with_credentials
+            if stale and self._child(secrets, mirror, operator_namespace, ours, set(), ""):
+                log.info("removing %s/%s: no tenant gives credentials", operator_namespace, mirror)
+                self.delete("CredentialsSecret", mirror, operator_namespace)
+                writes += 1
             if name in wanted:
                 continue
             log.info("removing Serverless backend %s/%s: no tenant left", operator_namespace, name)
             self.delete("Deployment", name, operator_namespace)
             writes += 1
-            ours = labelled(serverless.LABEL_BACKEND, name)
             for kind, reader in readers.items():
                 # Only the backend's own: never a stranger's object of the same name.
                 if self._child(reader, name, operator_namespace, ours, set(), kind) is not None:
                     self.delete(kind, name, operator_namespace)
                     writes += 1
+            if self._child(secrets, mirror, operator_namespace, ours, set(), "") is not None:
+                self.delete("CredentialsSecret", mirror, operator_namespace)
+                writes += 1
         return writes
 
     # ------------------------------------------------------------------ act
@@ -474,6 +517,8 @@ class Kube:
         for obj in p.apply:
             self.apply(obj)
             writes += 1
+            if obj["kind"] == "Secret" and p.credentials is not None and p.backend is not None:
+                self._credentials_shared(p.credentials, p.backend.namespace, obj)
         for kind, name in p.delete:
             self.delete(kind, name, ns)
             writes += 1
@@ -482,6 +527,22 @@ class Kube:
             self.scale(target.namespace, target.name, p.scale_to)
             writes += 1
         return writes
+
+    def _credentials_shared(
+        self, creds: serverless.BackendCredentials, namespace: str, secret: dict[str, Any]
+    ) -> None:
+        """Tell the tenant whose Secret a shared backend now downloads with (log and Event)."""
+        where = f"{namespace}/{secret['metadata']['name']}"
+        log.info("mirrored credentials of %s (Secret %s) to %s", creds.source, creds.secret, where)
+        self.post_event(
+            creds.tenant,
+            Event(
+                "Normal",
+                "CredentialsShared",
+                f"key {creds.key} of Secret {creds.secret} is mirrored to {where}: the shared "
+                "Serverless backend serving this model downloads the weights with it",
+            ),
+        )
 
     # ------------------------------------------------------------------ shared capacity
     def sync_nodepools(self, classes: dict[str, AcceleratorClassSpec]) -> int:

@@ -113,6 +113,9 @@ class Observed:
     #: Objects at the names of our children that this ModelDeployment did not create (keys as
     #: in `children_hashes`; NodePools as "NodePool/<name>"). Never written, never deleted.
     foreign: frozenset[str] = frozenset()
+    #: Serverless: the tenant Secret key the backend downloads gated weights with (the oldest
+    #: tenant's that could be read; None: no tenant of the backend gives credentials).
+    backend_credentials: serverless.BackendCredentials | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ class Plan:
     backend: Resolved | None = None  # Serverless: the shared backend this tenant uses
     fine_tuned: bool = False  # FineTuned: report adapters
     has_servers: bool = True  # False: FineTuned adapters on another object's servers
+    #: Serverless: whose credentials the backend's mirrored Secret holds.
+    credentials: serverless.BackendCredentials | None = None
 
 
 def content_hash(obj: dict[str, Any]) -> str:
@@ -285,10 +290,16 @@ def child_conflict(objects: list[tuple[str, str | None, str]]) -> ResolveError:
 def _plan_serverless(obs: Observed, r: Resolved, p: Plan) -> Plan:
     """A tenant: the shared backend (owned by no tenant) and the tenant's own endpoint."""
     names = obs.tenant_names or (r.served_name, *r.aliases)
-    b = serverless.backend(r, obs.ctx.operator_namespace, names)
-    p.backend = b
+    creds = obs.backend_credentials
+    b = serverless.backend(r, obs.ctx.operator_namespace, names, credentials=creds is not None)
+    p.backend, p.credentials = b, creds
     dep = _hashed(serverless.label_backend(build_deployment(b, obs.ctx), b))
     children: list[tuple[str, dict[str, Any] | None]] = [
+        # First, so the backend's pods find it: a Secret cannot be read across namespaces.
+        (
+            "CredentialsSecret",
+            None if creds is None else serverless.build_credentials_secret(b, creds),
+        ),
         ("Service", serverless.label_backend(build_service(b, obs.ctx), b)),
         ("PodDisruptionBudget", _labelled(build_pdb(b, obs.ctx), b)),
         ("TenantService", _stamp(serverless.build_tenant_service(r, b, obs.ctx), obs.md)),
@@ -298,16 +309,16 @@ def _plan_serverless(obs: Observed, r: Resolved, p: Plan) -> Plan:
     if conflicts:
         p.error, p.resolved = child_conflict(conflicts), None
         return p
-    if dep["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.deployment.applied_hash:
-        p.apply.append(dep)
     for kind, obj in children:
         have = obs.children_hashes.get(kind)
         if obj is None:
-            continue
+            continue  # a mirror no tenant asks for any more goes with the backend sweep
         if kind != "TenantService":
             obj = _hashed(obj)
         if obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != have:
             p.apply.append(obj)
+    if dep["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != obs.deployment.applied_hash:
+        p.apply.insert(1 if p.apply and p.apply[0]["kind"] == "Secret" else 0, dep)
     want, why = desired_replicas(b, obs.deployment.replicas, obs.deployment.exists)
     if obs.autoscaler is not None:  # the autoscaler scales the backend for all its tenants
         why = obs.autoscaler.explanation

@@ -38,8 +38,6 @@ from modelplane_testbed.localcluster.nodes import NodeLayout, load_layout
 Log = Callable[[str], None]
 
 SERVICE_CIDR = "10.0.0.0/24"
-#: Pod annotation (a Go duration) that delays KWOK's pod-ready stage: modelled start-up time.
-STARTUP_ANNOTATION = "modelplane.io/simulated-startup"
 # Metadata level: every mutating request, plus every request of ServiceAccounts (the operator
 # runs as one in the tests, which read both its writes and the permissions it really used).
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
@@ -318,6 +316,15 @@ class LocalCluster:
         st.processes.append(ProcessRecord(name, pid, start, name))
         self._save()
 
+    def untrack(self, pid: int) -> None:
+        """Forget a tracked process that was stopped on purpose (else `status` reports the
+        cluster as not running: one of its processes is gone)."""
+        st = self.state()
+        if st is None:
+            return
+        st.processes = [p for p in st.processes if p.pid != pid or p.alive()]
+        self._save()
+
     def _start_netns(self, st: ClusterState, deadline: float) -> None:
         port = st.ports["apiserver"]
         listener = netns.listen_on_host(port)
@@ -457,28 +464,12 @@ class LocalCluster:
         )
 
     def _start_kwok(self, bins: binaries.Binaries, st: ClusterState) -> None:
-        stages = [
-            "node/fast/node-initialize.yaml",
-            "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-            "pod/fast/pod-ready.yaml",
-            "pod/fast/pod-complete.yaml",
-            "pod/fast/pod-delete.yaml",
-        ]
+        from modelplane_testbed.localcluster.stages import kwok_stages
+
         cfg = self.dir / "kwok.yaml"
-        docs = []
-        for s in stages:
-            doc = yaml.safe_load((bins.kwok_stages / s).read_text())
-            if doc["metadata"]["name"] == "pod-ready":
-                # A pod becomes Ready after the start-up time the operator modelled for it
-                # (image pull, weight load, warm-up), 0 when it carries none.
-                doc["spec"]["delay"] = {
-                    "durationMilliseconds": 0,
-                    "durationFrom": {
-                        "expressionFrom": f'.metadata.annotations["{STARTUP_ANNOTATION}"]'
-                    },
-                }
-            docs.append(doc)
-        cfg.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        # Model-server pods become Running but not Ready: the engine emulator reports readiness
+        # as a kubelet prober would; cache-fill Job pods complete when the emulator says so.
+        cfg.write_text(yaml.safe_dump_all(kwok_stages(bins.kwok_stages), sort_keys=False))
         self._spawn(
             "kwok",
             [
