@@ -8,10 +8,8 @@ modelplane crds                           the CRDs, generated from the API types
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +137,7 @@ def _render(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the operator (settings from MODELPLANE_* env vars)")
-    p.add_argument(
-        "--provider", choices=["karpenter", "static"], help="GPU capacity provider"
-    )
+    p.add_argument("--provider", choices=["karpenter", "static"], help="GPU capacity provider")
     p.set_defaults(fn=_run)
 
     p = sub.add_parser("crds", help="print (or --write DIR) the CRDs generated from the API types")
