@@ -50,7 +50,7 @@ spec:
       concurrentRequests: 16
 """
 
-# Llama 3 8B on one H100 (the fleet's replica model), ~220 prompt / ~200 output tokens:
+# Llama 3 8B on one H100 (the emulator's replica model), ~220 prompt / ~200 output tokens:
 # 22 req/s keep ~40-45 requests in flight -> 3 replicas at 16 each; 2 req/s need 1.
 HIGH_RPS = 22.0
 LOW_RPS = 2.0

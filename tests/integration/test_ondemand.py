@@ -60,7 +60,7 @@ def all_ready(api: Any, ns: str, names: list[str]) -> bool:
 
 
 def test_examples_reach_ready_on_the_right_accelerators(
-    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any, fleet_url: str
+    cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
     docs = examples(namespace)
     ondemand = [d for d in docs if d["spec"]["tier"] == "OnDemand"]
