@@ -5,7 +5,8 @@
 #   $MODELPLANE_CACHE/bin/<tool>-<version>/<binaries>     (default cache: ~/.cache/modelplane)
 #
 # A tool whose directory is complete is reused, so only the first run on a machine pays.
-# Usage: tools/build.sh [kubernetes|etcd|kwok|helm|karpenter ...]   (no argument: all of them)
+# Usage: tools/build.sh [kubernetes|etcd|kwok|helm|karpenter|karpenter-kwok ...]
+#   (no argument: all but karpenter-kwok, which only the Karpenter test bed needs)
 # Prints the cache's bin directory on the last line of stdout.
 set -euo pipefail
 
@@ -105,6 +106,22 @@ build_karpenter() {
   mkdir -p "$out/crds" && cp "$src"/pkg/apis/crds/*.yaml "$out/crds/" && chmod -R u+w "$out/crds"
 }
 
+build_karpenter_kwok() {
+  # Karpenter itself with the KWOK cloud provider it ships for testing (binary `karpenter-kwok`;
+  # the package is sigs.k8s.io/karpenter/kwok, whose default name would clash with KWOK's), plus
+  # the KWOKNodeClass CRD its NodePools point at. Karpenter's CRDs come from `karpenter`.
+  local out="$1" d; d="$(scratch karpenter-kwok)"
+  local need; need="$(sed -n 's/^go //p' "$here/karpenter-kwok/go.mod")"
+  if [ "$(first_line "$(printf '%s\n%s\n' "$need" "$gov" | sort -V)")" != "$need" ]; then
+    die "Go $gov is too old: Karpenter v${KARPENTER_VERSION} needs Go >= ${need}."
+  fi
+  ( cd "$d" && go build -trimpath \
+      -ldflags "-s -w -X sigs.k8s.io/karpenter/pkg/operator.Version=v$KARPENTER_VERSION" \
+      -o "$out/karpenter-kwok" sigs.k8s.io/karpenter/kwok )
+  local src; src="$(cd "$d" && go list -m -f '{{.Dir}}' sigs.k8s.io/karpenter)"
+  mkdir -p "$out/crds" && cp "$src"/kwok/apis/crds/*.yaml "$out/crds/" && chmod -R u+w "$out/crds"
+}
+
 tools=("$@"); [ ${#tools[@]} -eq 0 ] && tools=(etcd kwok helm karpenter kubernetes)
 for t in "${tools[@]}"; do
   case "$t" in
@@ -113,7 +130,8 @@ for t in "${tools[@]}"; do
     kwok) done_or_build kwok "$KWOK_VERSION" build_kwok ;;
     helm) done_or_build helm "$HELM_VERSION" build_helm ;;
     karpenter) done_or_build karpenter "$KARPENTER_VERSION" build_karpenter ;;
-    *) die "unknown tool '$t' (known: kubernetes etcd kwok helm karpenter)" ;;
+    karpenter-kwok) done_or_build karpenter-kwok "$KARPENTER_VERSION" build_karpenter_kwok ;;
+    *) die "unknown tool '$t' (known: kubernetes etcd kwok helm karpenter karpenter-kwok)" ;;
   esac
 done
 echo "$bin"
