@@ -77,6 +77,16 @@ def test_the_server_mounts_the_node_cache_read_only_where_the_engine_reads() -> 
     ]
 
 
+def test_a_pinned_revision_is_downloaded_not_passed_to_the_local_path() -> None:
+    m = md(model={"uri": "hf://org/model", "revision": "abc123"},
+           accelerator={"class": "nvidia-l4-24gb", "count": 1})  # fmt: skip
+    pod = deployment(m, None)["spec"]["template"]["spec"]
+    assert "--revision" not in pod["containers"][0]["args"]
+    assert pod["initContainers"][0]["args"][3:] == ["org/model", "abc123"]
+    job = preload.build_cache_job(resolve(m, default_classes()), "n", BuildContext())
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["org/model", "abc123"]
+
+
 def test_the_hub_stays_reachable_when_the_server_still_needs_it() -> None:
     dep = deployment(md(engine={"maxContextLength": 8192, "lora": {}}), None)
     env = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}

@@ -135,7 +135,7 @@ def engine_args(r: Resolved) -> list[str]:
     args += [p.host_flag, p.host, p.port_flag, str(p.port)]
     if p.engine != EngineType.TEI:
         args += [p.served_model_name_flag, r.served_name, *r.aliases]
-    if r.revision and p.revision_flag:
+    if r.revision and p.revision_flag and not reads_node_cache(r):  # pinned at download
         args += [p.revision_flag, r.revision]
     if p.download_dir_flag:
         args += [p.download_dir_flag, f"{CACHE_MOUNT}/weights"]
