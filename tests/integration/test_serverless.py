@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,7 @@ from kubernetes import client
 
 from modelplane_testbed.localcluster import LocalCluster
 from modelplane_testbed.platform import ChartRelease, accelerator_classes_yaml
-from tests.helpers import wait_for
+from tests.helpers import put_load, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +114,72 @@ def test_serverless_tenant_cannot_pick_gpus_or_replicas(
     assert out == ""
     with pytest.raises(Exception, match="shared, platform-managed GPUs"):
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+def test_gated_backend_starts_with_tenant_credentials_scales_with_load_and_to_zero(
+    cluster: LocalCluster,
+    api: Any,
+    namespace: str,
+    run_operator: Any,
+    releases: dict[str, ChartRelease],
+    control: Any,
+) -> None:
+    """A gated model: the shared backend (in the operator's namespace) gets the tenant's token
+    through a mirrored Secret; it is autoscaled on its engines' metrics (scraped at the pods'
+    addresses), goes to zero after the window, and wakes on the requests a gateway holds."""
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=accelerator_classes_yaml())
+    opns = releases["default"].namespace
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    cluster.kubectl(
+        "create", "secret", "generic", "hf-token", "-n", namespace, "--from-literal=token=hf_gated"
+    )
+    doc = tenant(namespace, "gated", "team-gated", credentialsSecretRef={"name": "hf-token"})
+    doc["spec"]["autoscaling"] = {
+        "scaleUpWindow": "10s",
+        "scaleDownWindow": "30s",
+        "scaleToZeroWindow": "5m",
+        "loadTargets": {"concurrentRequests": 16},
+    }
+
+    def status() -> dict[str, Any]:
+        obj = custom.get_namespaced_custom_object(
+            "modelplane.io", "v1alpha1", namespace, "modeldeployments", "gated"
+        )
+        st: dict[str, Any] = obj.get("status") or {}
+        return st
+
+    def backend() -> Any:
+        name = status()["backend"].split("/", 1)[1]
+        return apps.read_namespaced_deployment(name, opns)
+
+    with run_operator([namespace], values={"autoscalerIntervalSeconds": "2"}):
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+        wait_for(lambda: status().get("phase") == "Ready", timeout=120, what="tenant Ready")
+        dep = backend()
+        env = {e.name: e for e in dep.spec.template.spec.containers[0].env}
+        ref = env["HF_TOKEN"].value_from.secret_key_ref
+        mirrored = core.read_namespaced_secret(ref.name, opns)
+        assert base64.b64decode(mirrored.data[ref.key]).decode() == "hf_gated"
+        assert mirrored.metadata.annotations["modelplane.io/credentials-from"].endswith("gated")
+
+        # Load: the backend scales out on its engines' own metrics.
+        put_load(control, namespace, "gated", 22.0)
+        wait_for(lambda: backend().spec.replicas >= 2, timeout=120, what="backend scaled out")
+        # Quiet for the window: the backend goes to zero.
+        put_load(control, namespace, "gated", 0.0)
+        wait_for(
+            lambda: backend().spec.replicas == 0,
+            timeout=480,
+            interval=3,
+            what="backend at zero after the 5 min window",
+        )
+        # A request at the gateway: held, published as demand, and the backend wakes.
+        put_load(control, namespace, "gated", 2.0)
+        wait_for(
+            lambda: (backend().status.ready_replicas or 0) >= 1,
+            timeout=120,
+            what="backend back from zero",
+        )
+        served = control.get(f"/load/{namespace}/gated")
+        assert served["completed"] > 0 or served["readyReplicas"] >= 1, served

@@ -304,6 +304,9 @@ class Emulator:
         self._trace_speed = 1.0
         self._schedule: dict[Key, list[tuple[float, LoadSpec]]] = {}
         self._schedule_applied: dict[Key, int] = {}
+        #: ModelDeployment -> the deployment whose pods serve it (a Serverless tenant is served by
+        #: its shared backend, named in the tenant's ``status.backend``), as a gateway routes.
+        self._routes: dict[Key, Key] = {}
 
     def now(self) -> float:
         return self._clock() - self._t0
@@ -790,9 +793,14 @@ class Emulator:
     def stop_load(self, namespace: str, name: str) -> None:
         self.set_load(namespace, name, {"requestsPerSecond": 0})
 
+    def set_routes(self, routes: Mapping[Key, Key]) -> None:
+        """Where each ModelDeployment's requests go when its own pods are not the servers."""
+        with self._lock:
+            self._routes = dict(routes)
+
     def _serving(self, key: Key) -> list[_Pod]:
         """Pods of deployment ``key`` a gateway would route to: Ready in the API, engine up."""
-        ns, deployment = key
+        ns, deployment = self._routes.get(key, key)
         now = self.now()
         return [
             p

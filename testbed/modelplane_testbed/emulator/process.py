@@ -114,6 +114,30 @@ def _read_schedule(path: Path) -> Mapping[str, Any]:
     return data
 
 
+def watch_routes(emulator: Emulator, api_client: Any, stop: threading.Event) -> None:
+    """Follow Serverless tenants to their shared backend (``status.backend``: ``ns/name``),
+    as a gateway routing by model name would."""
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(api_client)
+    while not stop.wait(1.0):
+        try:
+            items = custom.list_cluster_custom_object(
+                "modelplane.io", "v1alpha1", "modeldeployments"
+            )["items"]
+        except Exception as e:
+            log.debug("listing ModelDeployments failed: %s", e)
+            continue
+        routes = {}
+        for md in items:
+            backend = (md.get("status") or {}).get("backend") or ""
+            ns, _, name = backend.partition("/")
+            if ns and name:
+                meta = md["metadata"]
+                routes[(meta["namespace"], meta["name"])] = (ns, name)
+        emulator.set_routes(routes)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(
@@ -188,6 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         daemon=True,
                     )
                 )
+        threads.append(
+            threading.Thread(
+                target=watch_routes,
+                args=(emulator, api_client, stop),
+                name="watch-routes",
+                daemon=True,
+            )
+        )
         for t in threads:
             t.start()
         while not stop.wait(args.tick):
