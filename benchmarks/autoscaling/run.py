@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from modelplane.autoscaling.policy import AutoscalingPolicy
 from modelplane_testbed.baselines import (
     HpaController,
     KpaController,
@@ -39,7 +40,6 @@ from modelplane_testbed.baselines import (
     PolicyController,
     StaticController,
 )
-from modelplane.autoscaling.policy import AutoscalingPolicy
 from modelplane_testbed.simulator import (
     LLAMA3_70B_4XH100,
     ColdStartModel,

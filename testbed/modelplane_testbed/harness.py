@@ -91,6 +91,8 @@ class OperatorProcess:
             except Exception:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        if self.proc is not None:
+            self.cluster.untrack(self.proc.pid)
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a Prometheus series from the operator's /metrics."""

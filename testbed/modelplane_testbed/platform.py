@@ -139,6 +139,7 @@ class Platform:
                     proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
+            self.cluster.untrack(proc.pid)
         self._procs.clear()
         for f in self._logs:
             f.close()

@@ -188,7 +188,6 @@ def test_install_rbac_crd_upgrade_and_uninstall(
     classes = {c["metadata"]["name"]: c for c in _get(cluster, "acceleratorclasses")["items"]}
     assert defaults <= set(classes)
     for name in defaults:
-        assert "provisioning" not in classes[name]["spec"]  # static, the default provider
         assert classes[name]["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
     deployment = _get(cluster, "deployment", fullname, "-n", namespace)
     assert deployment["status"].get("availableReplicas") == 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from modelplane.autoscaling.policy import AutoscalingPolicy, Reason
 from modelplane_testbed.baselines import (
     HpaController,
     KpaController,
@@ -18,7 +19,6 @@ from modelplane_testbed.baselines import (
     PolicyController,
     StaticController,
 )
-from modelplane.autoscaling.policy import AutoscalingPolicy, Reason
 from modelplane_testbed.simulator import (
     LLAMA3_8B_H100,
     LLAMA3_70B_4XH100,

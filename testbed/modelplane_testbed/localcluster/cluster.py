@@ -53,6 +53,12 @@ rules:
 POD_CIDR = netns.POD_CIDR
 
 
+#: The processes `up` starts; others (emulator, provisioner, an operator) may come and go.
+CORE_PROCESSES = frozenset(
+    {"netns", "etcd", "apiserver", "controller-manager", "scheduler", "kwok"}
+)
+
+
 class ClusterError(RuntimeError):
     """The local cluster could not be started or reached; the message says what to look at."""
 
@@ -118,6 +124,10 @@ class ClusterState:
     processes: list[ProcessRecord] = field(default_factory=list)
     #: The process holding the cluster's network namespace (and relaying the host to it).
     netns_pid: int | None = None
+
+    def core(self) -> list[ProcessRecord]:
+        """The cluster's own processes (not what the test bed started inside it since)."""
+        return [p for p in self.processes if p.name in CORE_PROCESSES]
 
     @property
     def server(self) -> str:
@@ -232,7 +242,7 @@ class LocalCluster:
         """Start the cluster; idempotent when it is already running and healthy."""
         existing = self.state()
         if existing is not None:
-            if all(p.alive() for p in existing.processes) and self._readyz(existing):
+            if all(p.alive() for p in existing.core()) and self._readyz(existing):
                 self.log(f"cluster {self.name!r} already running at {existing.server}")
                 return existing
             self.log(f"cluster {self.name!r} has stale state; cleaning it up first")
@@ -697,7 +707,7 @@ class LocalCluster:
         procs = {p.name: {"pid": p.pid, "alive": p.alive()} for p in st.processes}
         info: dict[str, Any] = {
             "name": self.name,
-            "running": all(p["alive"] for p in procs.values()) and bool(procs),
+            "running": bool(st.core()) and all(p.alive() for p in st.core()),
             "server": st.server,
             "kubeconfig": str(self.kubeconfig),
             "kubernetesVersion": st.kubernetes_version,
