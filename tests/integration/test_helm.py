@@ -194,7 +194,13 @@ def test_install_rbac_crd_upgrade_and_uninstall(
 
     # RBAC: as the chart's ServiceAccount, exactly what permissions.py lists, nothing else.
     sa = f"system:serviceaccount:{namespace}:{fullname}"
+    # In the release namespace: what the operator needs everywhere plus what it needs only in its
+    # own namespace (the mirrored credentials of shared Serverless backends).
     required = permissions.required(CapacityProvider.STATIC)
+    for key, verbs in permissions.required(
+        CapacityProvider.STATIC, operator_namespace=True
+    ).items():
+        required.setdefault(key, set()).update(verbs)
     resources = {(g, r) for g, r, _ in required} | {
         ("", "secrets"),
         ("", "configmaps"),
@@ -213,9 +219,12 @@ def test_install_rbac_crd_upgrade_and_uninstall(
     wrong = {k: actual[k] for k in expected if actual[k] != expected[k]}
     assert not wrong, f"can-i differs from permissions.py (key: got): {wrong}"
     assert sum(expected.values()) >= 20  # enough granted verbs to make the comparison meaningful
-    # cluster-wide mode: namespaced permissions hold in any namespace, Secrets in none
+    # cluster-wide mode: namespaced permissions hold in any namespace; Secrets are read by name
+    # (a tenant's credentialsSecretRef), never listed, and written only in the release namespace
     assert _can_i(cluster, sa, "default", "list", "modelplane.io", "modeldeployments")
-    assert not _can_i(cluster, sa, "default", "get", "", "secrets")
+    assert _can_i(cluster, sa, "default", "get", "", "secrets")
+    assert not _can_i(cluster, sa, "default", "list", "", "secrets")
+    assert not _can_i(cluster, sa, "default", "create", "", "secrets")
     assert not _can_i(cluster, sa, namespace, "list", "", "secrets")
 
     # A ModelDeployment that must survive everything below.
