@@ -249,7 +249,7 @@ def test_install_rbac_crd_upgrade_and_uninstall(
             PROBE_FIELD: "kept",
         },
     }
-    probe["spec"].pop("provisioning")
+    probe["spec"].pop("provisioning", None)
     cluster.kubectl("create", "-f", "-", input=json.dumps(probe))
     stored = _get(cluster, "acceleratorclass", probe["metadata"]["name"])
     assert stored["spec"][PROBE_FIELD] == "kept"  # not pruned: the field is in the schema
