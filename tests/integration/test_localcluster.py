@@ -318,3 +318,72 @@ def test_cli_status_reports_the_cluster(cluster: LocalCluster) -> None:
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["running"] and info["readyz"] and info["gpus"] >= 60
+
+
+def _unprivileged_env(tmp: Path) -> tuple[list[str], dict[str, str]]:
+    """argv prefix and environment that run the test bed's CLI as `nobody` (uid 65534): the
+    binaries hard-linked into a directory it can read, the system Python 3.11 with the
+    project's site-packages (the session's own interpreter may live under root's home)."""
+    cache = tmp / "cache"
+    (cache / "bin").mkdir(parents=True)
+    for d in ensure(build=False).bin_dirs[0].parent.iterdir():
+        subprocess.run(["cp", "-al", str(d), str(cache / "bin")], check=True)
+    state = tmp / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    for d in (tmp, cache, cache / "bin"):
+        d.chmod(0o755)
+    site = next(Path(sys.prefix).glob("lib/python3.*/site-packages"))
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        "HOME": str(state),
+        "PATH": "/usr/bin:/bin",
+        "MODELPLANE_CACHE": str(cache),
+        "MODELPLANE_STATE": str(state),
+        "MODELPLANE_REPO": str(repo),
+        "PYTHONPATH": os.pathsep.join([str(repo / "operator"), str(repo / "testbed"), str(site)]),
+    }
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i"]
+    prefix += [f"{k}={v}" for k, v in env.items()]
+    return [*prefix, "/usr/bin/python3", "-m", "modelplane_testbed.cli", "cluster"], env
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the suite itself runs unprivileged here")
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs the system Python")
+def test_cluster_up_as_an_unprivileged_user_and_down_leaves_nothing(tmp_path: Path) -> None:
+    """As root the suite's own cluster proves root works; here the same `cluster up` runs as
+    `nobody`: the user namespace maps it to root inside, pod addresses are local, the relay
+    serves the host, and `cluster down` leaves no holder, relay or control-plane process."""
+    cli, env = _unprivileged_env(tmp_path)
+    layout = ["--node", "system=1"]
+    layout += [f"--node={s.name}=0" for a in acc.DEFAULT_ACCELERATORS for s in a.shapes]
+    up = subprocess.run(
+        [*cli, "up", "--name", "nobody", *layout, "--node", "g5.xlarge=1"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        state = Path(env["MODELPLANE_STATE"]) / "clusters" / "nobody"
+        st = json.loads((state / "state.json").read_text())
+        holder = st["netnsPid"]
+        assert Path(f"/proc/{holder}").stat().st_uid == 65534
+        kubeconfig = state / "admin.kubeconfig"
+        nodes = subprocess.run(
+            [str(ensure(build=False).kubectl), f"--kubeconfig={kubeconfig}", "get", "nodes"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "gpu-g5-xlarge-0" in nodes and "system-0" in nodes
+        pids = [p["pid"] for p in st["processes"]]
+        assert len(pids) == 6
+    finally:
+        down = subprocess.run(
+            [*cli, "down", "--name", "nobody"], capture_output=True, text=True, timeout=60
+        )
+    assert down.returncode == 0, down.stderr
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"pid {pid} still running"
