@@ -79,7 +79,7 @@ def test_model_name_filter_and_missing_gauges() -> None:
     assert parse_vllm_metrics(VLLM_PAYLOAD, 0.0, model_name="llama-70b").running == 12
     with pytest.raises(ValueError, match="model_name='other'"):
         parse_vllm_metrics(VLLM_PAYLOAD, 0.0, model_name="other")
-    with pytest.raises(ValueError, match="vLLM /metrics"):
+    with pytest.raises(ValueError, match=r"vllm:num_requests_running .* /metrics endpoint"):
         parse_vllm_metrics("up 1\n", 0.0)
 
 

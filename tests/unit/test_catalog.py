@@ -432,7 +432,7 @@ def test_engine_profiles_listen_on_one_port_with_health_and_metrics() -> None:
     assert vllm.model_flag is None  # positional
     assert vllm.embedding_args == ("--runner", "pooling")
     assert vllm.metrics.kv_cache_usage == "vllm:kv_cache_usage_perc"
-    assert vllm.online_quantization[Precision.FP8] == "fp8"
+    assert vllm.online_quantization[Precision.FP8] == "fp8_per_tensor"  # `fp8` is deprecated
     assert vllm.mm_limits_flag == "--limit-mm-per-prompt"
     assert ENGINES[EngineType.SGLANG].metrics_enable_args == ("--enable-metrics",)
     assert ENGINES[EngineType.TEI].tasks == frozenset({Task.EMBEDDING})

@@ -19,6 +19,7 @@ local TERMINAL = {
   CatalogModelRequired = true,
   ChildConflict = true,
   ContextTooLong = true,
+  EngineOptionUnsupported = true,
   EngineUnsupported = true,
   InternalError = true,
   InvalidBase = true,

@@ -56,14 +56,13 @@ from modelplane.api.demand import (
     gateway_demand,
 )
 from modelplane.api.durations import parse_duration
-from modelplane.api.enums import Tier
+from modelplane.api.enums import EngineType, Tier
 from modelplane.api.v1alpha1 import Autoscaling, ModelDeployment, Replicas
 from modelplane.autoscaling.metrics import (
     FleetCollector,
     HttpPodScraper,
     PrometheusError,
     PrometheusSource,
-    parse_vllm_metrics,
 )
 from modelplane.autoscaling.policy import (
     DEFAULT_SCALE_TO_ZERO_WINDOW_S,
@@ -74,11 +73,13 @@ from modelplane.autoscaling.policy import (
     decide,
 )
 from modelplane.builders.objects import LABEL_DEPLOYMENT
+from modelplane.builders.resolve import engine_type_of
 from modelplane.builders.serverless import (
     BACKEND_LOAD_TARGETS,
     BACKEND_MAX_REPLICAS,
     BACKEND_MIN_REPLICAS,
 )
+from modelplane.catalog.engines import engine_profile
 from modelplane.reconcile.core import AutoscalerView
 
 __all__ = [
@@ -118,6 +119,8 @@ class Target:
 
     namespace: str
     name: str
+    #: Whose metric names its pods expose (the engine's contract).
+    engine: EngineType = EngineType.VLLM
 
     @property
     def key(self) -> str:
@@ -177,12 +180,14 @@ class PodMetricsSource:
                 log.debug("scrape of %s/%s failed: %s", target.namespace, pod.name, e)
         if ready and not texts:
             raise NoMetricsError(f"none of the {len(ready)} ready pod(s) answered /metrics")
-        collector = self._collectors.setdefault(target.key, FleetCollector())
+        names = engine_profile(target.engine).metrics
+        collector = self._collectors.get(target.key)
+        if collector is None or collector.names != names:
+            collector = self._collectors[target.key] = FleetCollector(names=names)
         sample = collector.observe(texts, now)
-        in_flight: dict[str, float] = {}
-        for pod_name, text in texts.items():
-            snap = parse_vllm_metrics(text, now)
-            in_flight[pod_name] = snap.running + snap.waiting
+        for pod_name, err in collector.errors.items():
+            log.debug("metrics of %s/%s unreadable: %s", target.namespace, pod_name, err)
+        in_flight = {p: s.running + s.waiting for p, s in collector.snapshots.items()}
         return Scrape(sample, in_flight)
 
 
@@ -199,7 +204,13 @@ class PrometheusMetricsSource:
 
     def collect(self, target: Target, ready: Sequence[PodState], now: float) -> Scrape:
         sel = self.selector.format(namespace=target.namespace, name=target.name)
-        src = PrometheusSource(self.base_url, sel, self.rate_window, self.timeout)
+        src = PrometheusSource(
+            self.base_url,
+            sel,
+            self.rate_window,
+            self.timeout,
+            names=engine_profile(target.engine).metrics,
+        )
         # Prometheus wants wall-clock time; the history runs on the loop's monotonic clock.
         return Scrape(replace(src.fleet_sample(time.time()), timestamp=now))
 
@@ -472,8 +483,9 @@ class AutoscalerLoop:
             return None
         self._warned.pop(key, None)
         report = [Target(t.metadata.namespace or "default", t.metadata.name) for t in tenants]
+        engine = engine_type_of(tenants[0]) if tenants else EngineType.VLLM
         return self._autoscale(
-            key, Target(namespace, name), None, policy, self._demand(tenants), report
+            key, Target(namespace, name, engine), None, policy, self._demand(tenants), report
         )
 
     def _forget(self, key: str) -> None:
@@ -491,7 +503,7 @@ class AutoscalerLoop:
             md = ModelDeployment.model_validate(body)
         except ValidationError:
             return None
-        target = Target(md.metadata.namespace or "default", md.metadata.name)
+        target = Target(md.metadata.namespace or "default", md.metadata.name, engine_type_of(md))
         key = target.key
         reps = md.spec.replicas or Replicas()
         if md.spec.tier != Tier.ON_DEMAND or md.spec.autoscaling is None:

@@ -2,9 +2,10 @@
 
 Every few seconds, for each `tier: FineTuned` ModelDeployment (adapters are always MultiLoRA),
 the loop lists the Ready pods of its base (the base ModelDeployment's Deployment, or its own when
-the base is a catalog model) and, through the engine's runtime API (vLLM's
-`/v1/load_lora_adapter`, `/v1/unload_lora_adapter`, `/v1/models`), loads the adapters a pod
-lacks — replicas added later by scale-out included — and unloads adapters no ModelDeployment
+the base is a catalog model) and, through the runtime API of the engine those pods run (the
+routes are the engine's contract, ``catalog.engines``: vLLM's `/v1/load_lora_adapter`,
+`/v1/unload_lora_adapter`; SGLang's `/load_lora_adapter`, `/unload_lora_adapter`; both list
+adapters in `/v1/models` with a `parent`), loads the adapters a pod lacks — replicas added later by scale-out included — and unloads adapters no ModelDeployment
 asks for any more. Adapter names are `<ModelDeployment>--<adapter>`, so what we manage is told
 apart from anything else loaded. Per-adapter results (loaded replicas / total, reason) go to the
 operator's runtime, and the reconciler reports them in status (one status writer).
@@ -22,9 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelplane.adapters.kube import pod_view
-from modelplane.api.enums import Tier
+from modelplane.api.enums import EngineType, Tier
 from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders.objects import LABEL_DEPLOYMENT
+from modelplane.builders.resolve import engine_type_of
+from modelplane.catalog.engines import EngineProfile, engine_profile
 from modelplane.reconcile.core import AdapterView
 
 log = logging.getLogger("modelplane.lora")
@@ -40,9 +43,11 @@ class EngineError(Exception):
 
 
 class EngineAPI(Protocol):
-    def loaded(self, namespace: str, pod: Any) -> set[str]: ...
-    def load(self, namespace: str, pod: Any, name: str, path: str) -> None: ...
-    def unload(self, namespace: str, pod: Any, name: str) -> None: ...
+    def loaded(self, namespace: str, pod: Any, engine: EngineProfile) -> set[str]: ...
+    def load(
+        self, namespace: str, pod: Any, name: str, path: str, engine: EngineProfile
+    ) -> None: ...
+    def unload(self, namespace: str, pod: Any, name: str, engine: EngineProfile) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -76,18 +81,30 @@ class HttpEngine:
         except OSError as e:
             raise EngineError(0, f"engine unreachable: {e}") from None
 
-    def loaded(self, namespace: str, pod: Any) -> set[str]:
-        out = self._call(f"{self._base(namespace, pod)}/v1/models")
+    @staticmethod
+    def _route(engine: EngineProfile, path: str | None, what: str) -> str:
+        if not path:
+            raise EngineError(0, f"{engine.engine.value} has no runtime LoRA API ({what})")
+        return path
+
+    def loaded(self, namespace: str, pod: Any, engine: EngineProfile) -> set[str]:
+        path = self._route(engine, engine.lora_list_path, "list")
+        out = self._call(f"{self._base(namespace, pod)}{path}")
         return {m["id"] for m in out.get("data", []) if m.get("parent")}
 
-    def load(self, namespace: str, pod: Any, name: str, path: str) -> None:
-        self._call(
-            f"{self._base(namespace, pod)}/v1/load_lora_adapter",
-            {"lora_name": name, "lora_path": path},
+    def load(self, namespace: str, pod: Any, name: str, path: str, engine: EngineProfile) -> None:
+        route = self._route(engine, engine.lora_load_path, "load")
+        out = self._call(
+            f"{self._base(namespace, pod)}{route}", {"lora_name": name, "lora_path": path}
         )
+        if isinstance(out, dict) and out.get("success") is False:  # SGLang answers 200 + success
+            raise EngineError(400, str(out.get("error_message") or out))
 
-    def unload(self, namespace: str, pod: Any, name: str) -> None:
-        self._call(f"{self._base(namespace, pod)}/v1/unload_lora_adapter", {"lora_name": name})
+    def unload(self, namespace: str, pod: Any, name: str, engine: EngineProfile) -> None:
+        route = self._route(engine, engine.lora_unload_path, "unload")
+        out = self._call(f"{self._base(namespace, pod)}{route}", {"lora_name": name})
+        if isinstance(out, dict) and out.get("success") is False:
+            raise EngineError(400, str(out.get("error_message") or out))
 
 
 def adapter_path(uri: str) -> str:
@@ -119,9 +136,14 @@ class LoraLoop:
         tuned = [m for m in mds if m.spec.tier == Tier.FINE_TUNED]
         # (namespace, target deployment) -> adapter name -> path, over every FineTuned object.
         wanted: dict[tuple[str, str], dict[str, str]] = {}
+        by_name = {(m.metadata.namespace or "default", m.metadata.name): m for m in mds}
+        engines: dict[tuple[str, str], EngineType] = {}
         for m in tuned:
             ns = m.metadata.namespace or "default"
-            per = wanted.setdefault((ns, target_deployment(m)), {})
+            where = (ns, target_deployment(m))
+            base = by_name.get(where) if m.spec.base and m.spec.base.deployment else m
+            engines[where] = engine_type_of(base) if base is not None else EngineType.VLLM
+            per = wanted.setdefault(where, {})
             for a in m.spec.adapters:
                 per[f"{m.metadata.name}{SEPARATOR}{a.name}"] = adapter_path(a.uri)
         # Targets that lost their last FineTuned object still get their adapters unloaded.
@@ -131,6 +153,7 @@ class LoraLoop:
         results: dict[str, dict[str, AdapterView]] = {}
         for ns, target in sorted(set(wanted) | previous):
             want = wanted.get((ns, target), {})
+            engine = engine_profile(engines.get((ns, target), EngineType.VLLM))
             pods = self.kube.core.list_namespaced_pod(
                 ns, label_selector=f"{LABEL_DEPLOYMENT}={target}"
             ).items
@@ -139,20 +162,20 @@ class LoraLoop:
             failures: dict[str, str] = {}
             for pod in ready:
                 try:
-                    have = self.engine.loaded(ns, pod)
+                    have = self.engine.loaded(ns, pod, engine)
                 except EngineError as e:
                     log.info("cannot list adapters of %s/%s: %s", ns, pod.metadata.name, e.message)
                     continue
                 for name in sorted(set(want) - have):
                     try:
-                        self.engine.load(ns, pod, name, want[name])
+                        self.engine.load(ns, pod, name, want[name], engine)
                         have.add(name)
                         log.info("loaded adapter %s into %s/%s", name, ns, pod.metadata.name)
                     except EngineError as e:
                         failures[name] = f"{pod.metadata.name}: HTTP {e.status}: {e.message}"
                 for name in sorted(n for n in have - set(want) if SEPARATOR in n):
                     try:
-                        self.engine.unload(ns, pod, name)
+                        self.engine.unload(ns, pod, name, engine)
                         log.info("unloaded adapter %s from %s/%s", name, ns, pod.metadata.name)
                     except EngineError as e:
                         log.info(

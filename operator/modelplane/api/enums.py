@@ -76,6 +76,7 @@ class FailureReason(StrEnum):
     CATALOG_MODEL_REQUIRED = "CatalogModelRequired"
     CHILD_CONFLICT = "ChildConflict"
     CONTEXT_TOO_LONG = "ContextTooLong"
+    ENGINE_OPTION_UNSUPPORTED = "EngineOptionUnsupported"
     ENGINE_UNSUPPORTED = "EngineUnsupported"
     INTERNAL_ERROR = "InternalError"
     INVALID_BASE = "InvalidBase"

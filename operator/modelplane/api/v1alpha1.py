@@ -206,13 +206,52 @@ class EnvVar(Model):
     secret_key_ref: SecretRef | None = None
 
 
+#: LoRA ranks vLLM accepts (``MaxLoRARanks``; catalog.engines.VLLM_LORA_RANKS, checked equal).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+_NO_SPECULATION = (
+    "!has(self.speculativeDecoding) || !has(self.speculativeDecoding.mode) "
+    "|| self.speculativeDecoding.mode == 'Disabled'"
+)
+
+
 class Engine(Model):
+    """Options each engine cannot honour are refused here when ``type`` names the engine, and
+    by the operator (Ready=False, reason EngineOptionUnsupported) when the catalog picks it."""
+
     model_config = ConfigDict(
         json_schema_extra=k8s(
             cel(
                 "!has(self.type) || self.type != 'TEI' || !has(self.toolCalling) "
                 "|| !has(self.toolCalling.enabled) || !self.toolCalling.enabled",
                 "TEI serves embeddings only: disable toolCalling or use engine type VLLM",
+            ),
+            cel(
+                f"!has(self.type) || self.type != 'SGLang' || {_NO_SPECULATION}",
+                "engine.speculativeDecoding is not supported on SGLang by modelplane: remove "
+                "engine.speculativeDecoding or use engine type VLLM",
+            ),
+            cel(
+                "!has(self.type) || self.type != 'TEI' || (!has(self.lora) "
+                f"&& ({_NO_SPECULATION}) && (!has(self.pipelineParallelSize) "
+                "|| self.pipelineParallelSize == 1) && (!has(self.tensorParallelSize) "
+                "|| self.tensorParallelSize == 1) && !has(self.structuredOutputs))",
+                "TEI runs one embedding model per GPU: remove engine.lora, "
+                "engine.speculativeDecoding, engine.structuredOutputs and tensor/pipeline "
+                "parallelism, or use engine type VLLM",
+            ),
+            cel(
+                "!has(self.type) || self.type != 'VLLM' || !has(self.structuredOutputs) "
+                "|| self.structuredOutputs",
+                "engine.structuredOutputs false: vLLM cannot turn structured outputs off (they "
+                "are served when a request asks); remove engine.structuredOutputs, or use "
+                "engine type SGLang (--grammar-backend none)",
+            ),
+            cel(
+                "!has(self.type) || self.type != 'VLLM' || !has(self.lora) "
+                "|| !has(self.lora.maxRank) || self.lora.maxRank in "
+                f"[{', '.join(str(r) for r in VLLM_LORA_RANKS)}]",
+                "engine.lora.maxRank must be a rank vLLM accepts: "
+                f"{', '.join(str(r) for r in VLLM_LORA_RANKS)} (e.g. 64)",
             ),
         )
     )
@@ -229,7 +268,11 @@ class Engine(Model):
     pipeline_parallel_size: int = Field(default=1, ge=1, le=16)
     gpu_memory_utilization: float | None = Field(default=None, gt=0.1, le=0.98)
     tool_calling: ToolCalling | None = None
-    structured_outputs: bool = False
+    structured_outputs: bool | None = Field(
+        default=None,
+        description="true: serve structured outputs (JSON schema, regex) with the engine's "
+        "grammar backend; false: turn them off (SGLang only); unset: the engine's default.",
+    )
     speculative_decoding: SpeculativeDecoding | None = None
     lora: LoRA | None = None
     args: list[Annotated[str, Field(max_length=1024)]] = Field(

@@ -1,8 +1,11 @@
-"""Metric sources for the autoscaler: vLLM ``/metrics`` scrapes and the Prometheus API.
+"""Metric sources for the autoscaler: engine ``/metrics`` scrapes and the Prometheus API.
 
 Parsing is pure (text in, numbers out); HTTP lives in ``HttpPodScraper`` and
 ``PrometheusSource`` only. Both produce the fleet-level ``MetricSample`` that
-``policy.decide`` consumes.
+``policy.decide`` consumes. Which series to read is the engine's contract
+(``catalog.engines.EngineProfile.metrics``: vLLM, SGLang and TEI name them differently, and
+TEI has no running-requests gauge, KV cache or token counters); ``parse_engine_metrics`` reads
+any engine's, ``parse_vllm_metrics`` is its vLLM form.
 
 vLLM metric names (v1 engine, labels ``model_name`` and ``engine``):
 
@@ -26,6 +29,7 @@ from typing import Protocol
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelplane.autoscaling.policy import MetricSample
+from modelplane.catalog.engines import VLLM, EngineMetrics
 
 __all__ = [
     "RUNNING",
@@ -39,6 +43,7 @@ __all__ = [
     "VllmSnapshot",
     "aggregate",
     "counter_increase",
+    "parse_engine_metrics",
     "parse_prometheus_text",
     "parse_vllm_metrics",
     "pod_load",
@@ -71,16 +76,17 @@ def parse_prometheus_text(text: str) -> dict[str, list[tuple[Labels, float]]]:
 
 def _total(
     parsed: Mapping[str, list[tuple[Labels, float]]],
-    name: str,
+    name: str | None,
     model_name: str | None,
+    label: str | None = "model_name",
 ) -> float | None:
-    rows = parsed.get(name)
+    rows = parsed.get(name) if name else None
     if rows is None:
         return None
     total = 0.0
     seen = False
     for labels, value in rows:
-        if model_name is not None and dict(labels).get("model_name") != model_name:
+        if model_name is not None and label and dict(labels).get(label) != model_name:
             continue
         total += value
         seen = True
@@ -89,7 +95,8 @@ def _total(
 
 @dataclass(frozen=True, slots=True)
 class VllmSnapshot:
-    """One scrape of one vLLM server (counters are cumulative)."""
+    """One scrape of one engine server (counters are cumulative; any engine, despite the
+    name kept for its first one)."""
 
     timestamp: float
     running: float
@@ -100,6 +107,47 @@ class VllmSnapshot:
     request_success_total: float
 
 
+EngineSnapshot = VllmSnapshot
+
+
+def parse_engine_metrics(
+    text: str, timestamp: float, names: EngineMetrics, model_name: str | None = None
+) -> VllmSnapshot:
+    """Read the autoscaling signals named by ``names`` (an engine's contract) from a
+    ``/metrics`` payload. Values are summed across label sets; ``model_name`` restricts to
+    one served model where the engine labels one. Raises ``ValueError`` when the payload is
+    not Prometheus text or lacks the engine's request gauges (wrong port or engine)."""
+    try:
+        parsed = parse_prometheus_text(text)
+    except Exception as e:  # the parser raises bare ValueErrors, and worse on garbage
+        raise ValueError(f"not Prometheus text: {e}") from None
+    label = names.model_label
+    running = (
+        _total(parsed, names.running_requests, model_name, label) if names.running_requests else 0.0
+    )
+    waiting = _total(parsed, names.waiting_requests, model_name, label)
+    if running is None or waiting is None:
+        wanted = " / ".join(n for n in (names.running_requests, names.waiting_requests) if n)
+        raise ValueError(
+            f"no {wanted} in the scrape; is this the engine's /metrics endpoint"
+            + (f" serving {label}={model_name!r}" if model_name and label else "")
+            + "?"
+        )
+    kv = _total(parsed, names.kv_cache_usage, model_name, label)
+    if kv is None and names.kv_cache_usage == KV_USAGE:
+        kv = _total(parsed, KV_USAGE_OLD, model_name, label)
+    return VllmSnapshot(
+        timestamp=timestamp,
+        running=running,
+        waiting=waiting,
+        kv_cache_usage=kv or 0.0,
+        prompt_tokens_total=_total(parsed, names.prompt_tokens_total, model_name, label) or 0.0,
+        generation_tokens_total=_total(parsed, names.generation_tokens_total, model_name, label)
+        or 0.0,
+        request_success_total=_total(parsed, names.requests_total, model_name, label) or 0.0,
+    )
+
+
 def parse_vllm_metrics(text: str, timestamp: float, model_name: str | None = None) -> VllmSnapshot:
     """Read the autoscaling signals from a vLLM ``/metrics`` payload.
 
@@ -107,27 +155,7 @@ def parse_vllm_metrics(text: str, timestamp: float, model_name: str | None = Non
     restricts to one served model. Raises ``ValueError`` when the payload has no vLLM
     request gauges (wrong port, or not a vLLM server).
     """
-    parsed = parse_prometheus_text(text)
-    running = _total(parsed, RUNNING, model_name)
-    waiting = _total(parsed, WAITING, model_name)
-    if running is None or waiting is None:
-        raise ValueError(
-            f"no {RUNNING} / {WAITING} in the scrape; is this a vLLM /metrics endpoint"
-            + (f" serving model_name={model_name!r}" if model_name else "")
-            + "?"
-        )
-    kv = _total(parsed, KV_USAGE, model_name)
-    if kv is None:
-        kv = _total(parsed, KV_USAGE_OLD, model_name)
-    return VllmSnapshot(
-        timestamp=timestamp,
-        running=running,
-        waiting=waiting,
-        kv_cache_usage=kv or 0.0,
-        prompt_tokens_total=_total(parsed, PROMPT_TOKENS, model_name) or 0.0,
-        generation_tokens_total=_total(parsed, GENERATION_TOKENS, model_name) or 0.0,
-        request_success_total=_total(parsed, REQUEST_SUCCESS, model_name) or 0.0,
-    )
+    return parse_engine_metrics(text, timestamp, VLLM.metrics, model_name)
 
 
 def counter_increase(previous: float, current: float) -> float:
@@ -223,18 +251,35 @@ class FleetCollector:
     of each pod to compute counter rates). Pods missing from a round are forgotten."""
 
     model_name: str | None = None
+    names: EngineMetrics = VLLM.metrics
     _previous: dict[str, VllmSnapshot] = field(default_factory=dict)
+    #: Pods whose last payload could not be read, and why (they count as not ready).
+    errors: dict[str, str] = field(default_factory=dict)
+    snapshots: dict[str, VllmSnapshot] = field(default_factory=dict)
 
     def observe(
         self, scrapes: Mapping[str, str], now: float, gateway_queue: float = 0.0
     ) -> MetricSample:
+        """Fleet sample of the pods whose payload parses; a pod whose payload does not is
+        skipped (recorded in ``errors``). ValueError when there were scrapes and none parsed."""
         loads: dict[str, PodLoad] = {}
         current: dict[str, VllmSnapshot] = {}
+        self.errors = {}
         for pod, text in scrapes.items():
-            snap = parse_vllm_metrics(text, now, self.model_name)
+            try:
+                snap = parse_engine_metrics(text, now, self.names, self.model_name)
+            except ValueError as e:
+                self.errors[pod] = str(e)
+                continue
             current[pod] = snap
             loads[pod] = pod_load(self._previous.get(pod), snap)
         self._previous = current
+        self.snapshots = current
+        if scrapes and not current:
+            first = next(iter(self.errors.items()))
+            raise ValueError(
+                f"no readable /metrics from {len(scrapes)} pod(s): {first[0]}: {first[1]}"
+            )
         return aggregate(loads, now, gateway_queue)
 
     def collect(
@@ -267,6 +312,7 @@ class PrometheusSource:
     selector: str = ""
     rate_window: str = "1m"
     timeout: float = 5.0
+    names: EngineMetrics = VLLM.metrics
 
     def query(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
         """Run an instant query; returns ``[(labels, value)]`` of the vector result."""
@@ -299,19 +345,24 @@ class PrometheusSource:
     def fleet_sample(self, now: float, gateway_queue: float = 0.0) -> MetricSample:
         """Query the fleet-level signals at ``now`` (sums, and average KV usage)."""
         w = self.rate_window
-        ready = int(self.scalar(f"count({self._m(RUNNING)})", now))
-        running = self.scalar(f"sum({self._m(RUNNING)})", now)
-        waiting = self.scalar(f"sum({self._m(WAITING)})", now) + gateway_queue
-        kv = self.scalar(f"avg({self._m(KV_USAGE)})", now)
+        n = self.names
+
+        def rate(name: str | None) -> float:
+            return self.scalar(f"sum(rate({self._m(name)}[{w}]))", now) if name else 0.0
+
+        ready = int(self.scalar(f"count({self._m(n.running_requests or n.waiting_requests)})", now))
+        running = (
+            self.scalar(f"sum({self._m(n.running_requests)})", now) if n.running_requests else 0.0
+        )
+        waiting = self.scalar(f"sum({self._m(n.waiting_requests)})", now) + gateway_queue
+        kv = self.scalar(f"avg({self._m(n.kv_cache_usage)})", now) if n.kv_cache_usage else 0.0
         return MetricSample(
             timestamp=now,
             ready_replicas=ready,
             concurrent_requests=running + waiting,
-            requests_per_second=self.scalar(f"sum(rate({self._m(REQUEST_SUCCESS)}[{w}]))", now),
-            tokens_generated_per_second=self.scalar(
-                f"sum(rate({self._m(GENERATION_TOKENS)}[{w}]))", now
-            ),
-            prompt_tokens_per_second=self.scalar(f"sum(rate({self._m(PROMPT_TOKENS)}[{w}]))", now),
+            requests_per_second=rate(n.requests_total),
+            tokens_generated_per_second=rate(n.generation_tokens_total),
+            prompt_tokens_per_second=rate(n.prompt_tokens_total),
             kv_cache_utilization=kv,
             queue_depth=waiting,
         )

@@ -41,6 +41,9 @@ PRESTOP_SLEEP = 15
 #: Longest stream we let finish on shutdown (the engine's drain timeout).
 DRAIN_SECONDS = 300
 GRACE_SECONDS = PRESTOP_SLEEP + DRAIN_SECONDS + 15
+#: NGram speculation window (vLLM's prompt_lookup_min / prompt_lookup_max).
+NGRAM_LOOKUP_MIN = 2
+NGRAM_LOOKUP_MAX = 4
 CACHE_MOUNT = "/var/cache/modelplane"
 #: NodeLocal preload: where the server pod mounts its node's cache directory (read-only) ...
 NODE_CACHE_MOUNT = "/models/node-cache"
@@ -123,8 +126,21 @@ def model_argument(r: Resolved) -> str:
     return r.uri
 
 
+def served_names(r: Resolved) -> list[str]:
+    """What ``--served-model-name`` gets: every name on engines that take several; the primary
+    name on engines that take one (SGLang, TEI). Those serve whatever ``model`` a request
+    names, so aliases and Serverless tenant names need no engine flag: they resolve at the
+    endpoint (the tenant Service, a gateway) in front of the engine."""
+    names = [r.served_name, *(a for a in r.aliases if a != r.served_name)]
+    limit = r.engine.max_served_names
+    return names if limit is None else names[:limit]
+
+
 def engine_args(r: Resolved) -> list[str]:
-    """The container args of the model server, engine by engine (passthrough args last)."""
+    """The container args of the model server, engine by engine (passthrough args last).
+
+    Every flag and value comes from the engine's contract (``catalog.engines``): the contract
+    test renders a matrix of specs and checks each against the engine's released source."""
     p = r.engine
     args: list[str] = []
     model = model_argument(r)
@@ -133,16 +149,15 @@ def engine_args(r: Resolved) -> list[str]:
     else:
         args.append(model)
     args += [p.host_flag, p.host, p.port_flag, str(p.port)]
-    if p.engine != EngineType.TEI:
-        args += [p.served_model_name_flag, r.served_name, *r.aliases]
+    args += [p.served_model_name_flag, *served_names(r)]
     if r.revision and p.revision_flag and not reads_node_cache(r):  # pinned at download
         args += [p.revision_flag, r.revision]
     if p.download_dir_flag:
         args += [p.download_dir_flag, f"{CACHE_MOUNT}/weights"]
     if p.tensor_parallel_flag and r.tensor_parallel > 1:
         args += [p.tensor_parallel_flag, str(r.tensor_parallel)]
-    if r.pipeline_parallel > 1 and p.engine == EngineType.VLLM:
-        args += ["--pipeline-parallel-size", str(r.pipeline_parallel)]
+    if p.pipeline_parallel_flag and r.pipeline_parallel > 1:
+        args += [p.pipeline_parallel_flag, str(r.pipeline_parallel)]
     if r.context_length and p.max_model_len_flag:
         args += [p.max_model_len_flag, str(r.context_length)]
     if r.precision is not None:
@@ -159,8 +174,10 @@ def engine_args(r: Resolved) -> list[str]:
             args += [p.pooling_flag, r.catalog.pooling]
     if r.tool_calling and r.tool_parser and p.tool_call_parser_flag:
         args += [*p.tool_choice_args, p.tool_call_parser_flag, r.tool_parser]
-    if r.structured_outputs and p.engine == EngineType.VLLM:
-        args += ["--structured-outputs-config.backend", "auto"]
+    if r.structured_outputs is True:
+        args += list(p.structured_outputs_on)
+    elif r.structured_outputs is False and p.structured_outputs_off is not None:
+        args += list(p.structured_outputs_off)
     if r.speculative_mode != SpeculativeMode.DISABLED and p.speculative_config_flag:
         cfg: dict[str, Any] = {
             "method": p.speculative_methods[r.speculative_mode],
@@ -173,7 +190,9 @@ def engine_args(r: Resolved) -> list[str]:
                 else r.draft_model
             )
         if r.speculative_mode == SpeculativeMode.NGRAM:
-            cfg["prompt_lookup_max"] = 4
+            # Both ends of the n-gram window: with only the maximum, vLLM sets the minimum to it.
+            cfg["prompt_lookup_min"] = NGRAM_LOOKUP_MIN
+            cfg["prompt_lookup_max"] = NGRAM_LOOKUP_MAX
         args += [p.speculative_config_flag, json.dumps(cfg, sort_keys=True, separators=(",", ":"))]
     if r.catalog and r.catalog.vision and p.mm_limits_flag and r.catalog.mm_limits_json:
         args += [p.mm_limits_flag, r.catalog.mm_limits_json]
@@ -183,6 +202,7 @@ def engine_args(r: Resolved) -> list[str]:
             args += [p.max_loras_flag, str(r.max_loras)]
         if p.max_lora_rank_flag:
             args += [p.max_lora_rank_flag, str(r.max_lora_rank)]
+        args += list(p.lora_runtime_args)
     if p.shutdown_timeout_flag:
         args += [p.shutdown_timeout_flag, str(DRAIN_SECONDS)]
     args += list(p.metrics_enable_args)
@@ -207,6 +227,10 @@ def _precision_args(r: Resolved, precision: Precision) -> list[str]:
         q = p.online_quantization.get(precision)
         if q and p.quantization_flag:
             return [p.quantization_flag, q]
+    method = r.catalog.checkpoint_quantization if r.catalog else None
+    if method in p.deprecated_quantization and p.allow_deprecated_quantization_flag:
+        # The engine detects the checkpoint's method and stops on a deprecated one unless told.
+        return [p.allow_deprecated_quantization_flag]
     return []
 
 

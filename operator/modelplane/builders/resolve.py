@@ -21,7 +21,13 @@ from modelplane.api.enums import (
     Task,
     Tier,
 )
-from modelplane.api.v1alpha1 import AcceleratorClassSpec, ModelDeployment, ModelSource, SecretRef
+from modelplane.api.v1alpha1 import (
+    AcceleratorClassSpec,
+    Engine,
+    ModelDeployment,
+    ModelSource,
+    SecretRef,
+)
 from modelplane.catalog import sizing
 from modelplane.catalog.accelerators import Accelerator, InstanceShape
 from modelplane.catalog.engines import EngineProfile, engine_profile
@@ -94,7 +100,7 @@ class Resolved:
     gpu_memory_utilization: float | None
     tool_calling: bool
     tool_parser: str | None
-    structured_outputs: bool
+    structured_outputs: bool | None
     speculative_mode: SpeculativeMode
     draft_model: str | None
     speculative_tokens: int
@@ -124,6 +130,18 @@ class Resolved:
     @property
     def hourly_cost_per_replica(self) -> Decimal:
         return Decimal(self.accelerator.price_per_gpu_hour) * self.gpu_count
+
+
+def engine_type_of(md: ModelDeployment) -> EngineType:
+    """The engine a ModelDeployment's servers run, as ``resolve`` picks it: engine.type when
+    set, else the catalog model's engine, else vLLM (FineTuned: its catalog base's)."""
+    spec = md.spec
+    e = spec.engine
+    if e is not None and "type" in e.model_fields_set:
+        return e.type
+    catalog = spec.model.catalog if spec.model else (spec.base.catalog if spec.base else None)
+    cat = CATALOG.get(catalog) if catalog else None
+    return cat.engine if cat else EngineType.VLLM
 
 
 def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Resolved:
@@ -277,6 +295,7 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
         )
     spec_dec = engine_spec.speculative_decoding if engine_spec else None
     lora = engine_spec.lora if engine_spec else None
+    unsupported(profile, engine_spec, pp)
     reps = spec.replicas
     return Resolved(
         name=md.metadata.name,
@@ -290,7 +309,15 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
         aliases=tuple(src.aliases),
         credentials=src.credentials_secret_ref,
         engine=profile,
-        image=(engine_spec.image if engine_spec and engine_spec.image else profile.image),
+        image=(
+            engine_spec.image
+            if engine_spec and engine_spec.image
+            else profile.image_for(
+                acc.gpu_product,
+                acc.gpu_family or accelerator_from_class(class_name, acc).gpu_family,
+                cat.engine_extras if cat else (),
+            )
+        ),
         precision=precision,
         context_length=context,
         accelerator_class=class_name,
@@ -301,7 +328,7 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
         gpu_memory_utilization=util,
         tool_calling=tool_on,
         tool_parser=parser if tool_on else None,
-        structured_outputs=bool(engine_spec and engine_spec.structured_outputs),
+        structured_outputs=engine_spec.structured_outputs if engine_spec else None,
         speculative_mode=spec_dec.mode if spec_dec else SpeculativeMode.DISABLED,
         draft_model=spec_dec.draft_model if spec_dec else None,
         speculative_tokens=spec_dec.num_tokens if spec_dec else 0,
@@ -320,6 +347,48 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
         warm_nodes=spec.preload.warm_nodes if spec.preload else 0,
         retain_cache=spec.preload.retain_cache if spec.preload else True,
     )
+
+
+def unsupported(profile: EngineProfile, e: Engine | None, pipeline_parallel: int) -> None:
+    """ResolveError for an option of the spec this engine cannot honour (nothing is dropped
+    silently); the CRD refuses the same when engine.type names the engine."""
+    if e is None:
+        return
+    name = f"{profile.engine.value} {profile.version}"
+    fix = "use engine type VLLM"
+    problems: list[str] = []
+    spec_dec = e.speculative_decoding
+    if (
+        spec_dec
+        and spec_dec.mode != SpeculativeMode.DISABLED
+        and not profile.speculative_config_flag
+    ):
+        problems.append(f"engine.speculativeDecoding ({spec_dec.mode.value}): remove it or {fix}")
+    if pipeline_parallel > 1 and not profile.pipeline_parallel_flag:
+        problems.append(f"engine.pipelineParallelSize {pipeline_parallel}: set it to 1 or {fix}")
+    if (e.tensor_parallel_size or 1) > 1 and not profile.tensor_parallel_flag:
+        problems.append(f"engine.tensorParallelSize {e.tensor_parallel_size}: set it to 1 or {fix}")
+    if e.lora is not None and not profile.supports_lora:
+        problems.append(f"engine.lora: remove it or {fix}")
+    if e.lora is not None and profile.lora_ranks and e.lora.max_rank not in profile.lora_ranks:
+        ranks = ", ".join(str(r) for r in profile.lora_ranks)
+        up = next((r for r in profile.lora_ranks if r >= e.lora.max_rank), profile.lora_ranks[-1])
+        problems.append(
+            f"engine.lora.maxRank {e.lora.max_rank}: {profile.engine.value} accepts only {ranks}; "
+            f"set maxRank: {up}"
+        )
+    if e.structured_outputs is False and profile.structured_outputs_off is None:
+        problems.append(
+            "engine.structuredOutputs false: this engine cannot turn structured outputs off "
+            "(they are served when a request asks); remove engine.structuredOutputs or use "
+            "engine type SGLang"
+        )
+    if e.structured_outputs is True and not profile.structured_outputs_on:
+        problems.append(f"engine.structuredOutputs: remove it or {fix}")
+    if problems:
+        raise ResolveError(
+            "EngineOptionUnsupported", f"{name} cannot honour " + "; ".join(problems)
+        )
 
 
 def _cheapest_on(

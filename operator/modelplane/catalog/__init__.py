@@ -5,7 +5,14 @@ Submodules: `accelerators` (GPU kinds and instance shapes), `models` (the model 
 model needs). All are pure data and functions: no Kubernetes or kopf imports.
 """
 
-from modelplane.catalog.engines import ENGINES, EngineMetrics, EngineProfile, engine_profile
+from modelplane.catalog.engines import (
+    ENGINES,
+    VLLM_LORA_RANKS,
+    EngineMetrics,
+    EngineProfile,
+    Flag,
+    engine_profile,
+)
 from modelplane.catalog.models import CATALOG, CatalogModel, ModelArch, get_model
 from modelplane.catalog.sizing import (
     DoesNotFit,
@@ -20,10 +27,12 @@ from modelplane.catalog.sizing import (
 __all__ = [
     "CATALOG",
     "ENGINES",
+    "VLLM_LORA_RANKS",
     "CatalogModel",
     "DoesNotFit",
     "EngineMetrics",
     "EngineProfile",
+    "Flag",
     "ModelArch",
     "NoFit",
     "SizingPlan",

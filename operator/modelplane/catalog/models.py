@@ -92,6 +92,10 @@ class CatalogModel:
     default_precision: Precision
     checkpoint_precision: Precision  # dtype of the weights as published at `uri`
     supported_precisions: tuple[Precision, ...]
+    #: The quantization method a pre-quantized checkpoint declares in its config.json
+    #: (``quantization_config.quant_method``): the engine detects it, but may refuse a
+    #: deprecated one unless told (vLLM: fbgemm_fp8 needs --allow-deprecated-quantization).
+    checkpoint_quantization: str | None = None
     #: Parameters that stay at 16 bits when the rest is served in FP8/FP4: token embeddings and
     #: LM head (engines do not quantize them), plus whatever a pre-quantized checkpoint left out.
     unquantized_params_billion: float = 0.0
@@ -337,6 +341,7 @@ _MODELS: tuple[CatalogModel, ...] = (
         default_context_length=131072,
         default_precision=Precision.FP8,
         checkpoint_precision=Precision.FP8,
+        checkpoint_quantization="fbgemm_fp8",
         supported_precisions=(Precision.FP8,),
         alternative_engines=(EngineType.SGLANG,),
         supports_tools=True,
@@ -357,6 +362,7 @@ _MODELS: tuple[CatalogModel, ...] = (
         default_context_length=131072,
         default_precision=Precision.FP8,
         checkpoint_precision=Precision.FP8,
+        checkpoint_quantization="fp8",
         supported_precisions=(Precision.FP8,),
         alternative_engines=(EngineType.SGLANG,),
         supports_tools=True,

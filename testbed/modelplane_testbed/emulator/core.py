@@ -658,6 +658,16 @@ class Emulator:
                 return None
             if requested in p.adapters:
                 return requested
+            if p.spec.engine == Engine.SGLANG:
+                # SGLang serves whatever `model` names; `<name>:<adapter>` selects an adapter.
+                _, sep, adapter = requested.partition(":")
+                if sep and adapter in p.adapters:
+                    return adapter
+                if sep and adapter:
+                    raise EngineError(400, f"LoRA adapter '{adapter}' is not loaded")
+                return None
+            if p.spec.engine == Engine.TEI:
+                return None  # TEI serves its one model whatever the request names
             raise EngineError(404, f"The model `{requested}` does not exist.", "NotFoundError")
 
     def admit(self, key: Key, prompt_tokens: int, output_tokens: int) -> Request:
@@ -1102,10 +1112,17 @@ def _sglang_metrics(p: _Pod, r: _Replica) -> str:
         "Number of generation tokens processed.",
         [(labels, r.generation_total())],
     )
+    lines += _family(
+        "sglang:num_requests_total",
+        "counter",
+        "Number of requests processed.",
+        [(f'{labels},is_streaming="false"', r.success)],
+    )
     return "\n".join(lines) + "\n"
 
 
 def _tei_metrics(p: _Pod, r: _Replica) -> str:
+    """TEI's router metrics (metrics-exporter-prometheus: counters keep their names)."""
     single = 'method="single"'
     lines: list[str] = []
     lines += _family(
@@ -1120,12 +1137,7 @@ def _tei_metrics(p: _Pod, r: _Replica) -> str:
     lines += _family(
         "te_request_failure", "counter", "Total number of failed requests", [(single, p.failures)]
     )
-    lines += _family("te_queue_size", "gauge", "Queue size", [("", len(r.prefill_q))])
-    lines += _family("te_batch_current_size", "gauge", "Current batch size", [("", len(r.heap))])
-    lines += _family(
-        "te_batch_current_max_tokens",
-        "gauge",
-        "Maximum tokens for the current batch",
-        [("", r.model.max_num_batched_tokens)],
-    )
+    # TEI has no gauge of the batch being run; this model counts a request as queued until
+    # its batch is done.
+    lines += _family("te_queue_size", "gauge", "Queue size", [("", len(r.prefill_q) + len(r.heap))])
     return "\n".join(lines) + "\n"

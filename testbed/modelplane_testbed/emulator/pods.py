@@ -30,9 +30,11 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from modelplane.api.enums import Precision, Task
+from modelplane.api.enums import EngineType, Precision, Task
+from modelplane.catalog.engines import ENGINES
 from modelplane.catalog.models import CATALOG, CatalogModel
 from modelplane.catalog.sizing import weights_gib
+from modelplane_testbed.engine_args import check_args, defs_for
 from modelplane_testbed.simulator import ColdStartBreakdown, ColdStartModel
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "LABEL_DEPLOYMENT",
     "CacheCheck",
     "Engine",
+    "EngineRefusedError",
     "ParsedArgs",
     "Probe",
     "ServerSpec",
@@ -74,11 +77,17 @@ class SpecError(ValueError):
     """The pod is not something the emulator can run (unknown engine, unreadable args)."""
 
 
+class EngineRefusedError(SpecError):
+    """The real engine would not start with this pod: the message is the engine's own error
+    (argparse / clap, its start-up checks, a missing binary or extra), as its log would show."""
+
+
 # --------------------------------------------------------------------------- argument parsing
 #: Flags that take no value (the next token is not theirs).
 _BOOL_FLAGS = frozenset(
     {
         "--enable-lora",
+        "--allow-deprecated-quantization",
         "--trust-remote-code",
         "--enable-auto-tool-choice",
         "--enable-metrics",
@@ -377,9 +386,64 @@ def _engine_container(pod: Mapping[str, Any]) -> tuple[Mapping[str, Any], Engine
     raise SpecError(f"no vLLM, SGLang or TEI container ({images})")
 
 
+#: The product's engine type of each emulated engine (the definitions checked against).
+_ENGINE_TYPE = {
+    Engine.VLLM: EngineType.VLLM,
+    Engine.SGLANG: EngineType.SGLANG,
+    Engine.TEI: EngineType.TEI,
+}
+
+
+def refusal(container: Mapping[str, Any], engine: Engine, tokens: Sequence[str]) -> str | None:
+    """Why the real engine would not start this container, in its own words (None: it starts).
+
+    Checks the arguments against the engine's own definitions (``engine_args``: read from the
+    released vLLM / SGLang source, TEI's pinned clap table), the binary the image ships, and the
+    optional extras a model needs."""
+    image = str(container.get("image") or "")
+    command = [str(t) for t in container.get("command") or []]
+    tag = image.rpartition(":")[2] if ":" in image.rpartition("/")[2] else ""
+    if engine == Engine.TEI and command and tag.startswith("cuda-"):
+        binary = posixpath.basename(command[0])
+        if binary == "text-embeddings-router":
+            return (
+                f'exec: "{binary}": executable file not found in $PATH (the {tag} image ships '
+                "text-embeddings-router-{75,80,90,100,120} and entrypoint.sh)"
+            )
+    hf = None
+    for t in tokens:
+        if _hf_id(t):
+            hf = t
+            break
+    cat = catalog_model(hf)
+    defs = defs_for(_ENGINE_TYPE[engine])
+    errors = check_args(
+        defs, tokens, checkpoint_quantization=cat.checkpoint_quantization if cat else None
+    )
+    if errors:
+        prog = {Engine.VLLM: "vllm serve", Engine.SGLANG: "launch_server"}.get(engine)
+        if defs.style == "argparse" and not errors[0].startswith(
+            ("KeyError", "ValueError", "Assert")
+        ):
+            return f"{prog}: error: {errors[0]}"
+        return errors[0]
+    if cat is not None and "audio" in cat.engine_extras and engine == Engine.VLLM:
+        audio = ENGINES[EngineType.VLLM].extra_images.get("audio")
+        if image != audio and "audio" not in image:
+            return (
+                "ImportError: Please install vllm[audio] for audio support "
+                f"({image} is the stock image, without the audio extra)"
+            )
+    return None
+
+
 def server_spec(pod: Mapping[str, Any]) -> ServerSpec:
-    """Read a model-server pod (a dict as the API serves it) the way its engine would."""
+    """Read a model-server pod (a dict as the API serves it) the way its engine would.
+    ``EngineRefusedError`` when the real engine would not start it."""
     container, engine, tokens = _engine_container(pod)
+    refused = refusal(container, engine, tokens)
+    if refused:
+        raise EngineRefusedError(f"{engine.value}: {refused}")
     a = parse_args(tokens, engine)
     env = _env(container)
     warnings: list[str] = []
