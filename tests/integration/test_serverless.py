@@ -161,7 +161,8 @@ def test_gated_backend_starts_with_tenant_credentials_scales_with_load_and_to_ze
         ref = env["HF_TOKEN"].value_from.secret_key_ref
         mirrored = core.read_namespaced_secret(ref.name, opns)
         assert base64.b64decode(mirrored.data[ref.key]).decode() == "hf_gated"
-        assert mirrored.metadata.annotations["modelplane.io/credentials-from"].endswith("gated")
+        source = mirrored.metadata.annotations["modelplane.io/credentials-from"]
+        assert source.startswith(f"{namespace}/gated: Secret hf-token"), source
 
         # Load: the backend scales out on its engines' own metrics.
         put_load(control, namespace, "gated", 22.0)
