@@ -1,4 +1,4 @@
-"""Subcommands: run, render, crds."""
+"""Subcommands: run, gateway, keys, render, crds."""
 
 from __future__ import annotations
 
@@ -34,6 +34,27 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=s.namespaces,
         liveness_endpoint=liveness,
     )
+    return 0
+
+
+# --------------------------------------------------------------------------- gateway
+def _gateway(args: argparse.Namespace) -> int:
+    from modelplane.gateway.main import run
+
+    return run()
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from modelplane.gateway.keys import create
+    from modelplane.gateway.kube import api_client
+
+    kid, key = create(api_client(), args.namespace, args.expires)
+    print(
+        f"created key {kid} in namespace {args.namespace} (ConfigMap modelplane-key-{kid}); "
+        "it is shown only now:",
+        file=sys.stderr,
+    )
+    print(key)
     return 0
 
 
@@ -139,6 +160,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the operator (settings from MODELPLANE_* env vars)")
     p.add_argument("--provider", choices=["karpenter", "static"], help="GPU capacity provider")
     p.set_defaults(fn=_run)
+
+    p = sub.add_parser(
+        "gateway", help="run the OpenAI-compatible gateway (settings from MODELPLANE_GATEWAY_*)"
+    )
+    p.set_defaults(fn=_gateway)
+
+    p = sub.add_parser("keys", help="API keys of a tenant namespace")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("create", help="create an API key; prints it once")
+    k.add_argument("-n", "--namespace", required=True, help="the tenant namespace")
+    k.add_argument("--expires", help="RFC 3339 UTC expiry, e.g. 2027-01-01T00:00:00Z")
+    k.set_defaults(fn=_keys_create)
 
     p = sub.add_parser("crds", help="print (or --write DIR) the CRDs generated from the API types")
     p.add_argument("--write", metavar="DIR")

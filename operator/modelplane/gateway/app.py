@@ -1,0 +1,575 @@
+"""The gateway's ASGI app: keys, routing, hold at zero, replica choice, passthrough, metering.
+
+Requests: `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (JSON, `model` names
+a route of the key's namespace), `GET /v1/models` (the names the key may use). Errors have
+OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`) and say how to fix them.
+
+A request for a route with no Ready replica is held: at most `max_held` per ModelDeployment, for
+at most `hold_seconds`, then `503` with `Retry-After`. While any are held the count is published
+on the ModelDeployment (`modelplane.io/pending-requests` and `-at`; at most once per
+`publish_min_seconds`, refreshed every `publish_refresh_seconds`, `"0"` once drained), which
+the operator's autoscaler reads to scale from zero. Held requests go out as soon as a refresh
+finds a Ready replica.
+
+Replica choice: the fewest requests this gateway has outstanding on it (ties: round robin).
+A connect error, or `503` before the first byte, is retried once on another replica.
+
+Streaming (`stream: true`) is passed through event by event as it arrives. The gateway asks the
+engine for `stream_options.include_usage` so it can meter tokens, and drops the final usage
+chunk again if the client did not ask for it. Tokens are counted from the engine's `usage`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from modelplane.gateway import keys as keymod
+from modelplane.gateway.routing import ENGINE_PORT, Route, Table, build_table
+
+log = logging.getLogger("modelplane.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PROXIED = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+STREAMABLE = {"/v1/chat/completions", "/v1/completions"}
+MAX_BODY = 16 * 1024 * 1024
+KEY_HELP = (
+    "Send an API key of your namespace as `Authorization: Bearer <key>`; create one with "
+    "`modelplane keys create -n <namespace>`."
+)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    hold_seconds: float = 60.0
+    max_held: int = 100
+    retry_after_seconds: int = 10
+    publish_min_seconds: float = 1.0
+    publish_refresh_seconds: float = 10.0
+    connect_timeout: float = 5.0
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry()
+        self.registry = r
+        self.requests = Counter(
+            "modelplane_gateway_requests",
+            "Requests answered, by tenant namespace, model and HTTP status.",
+            ["namespace", "model", "code"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "modelplane_gateway_tokens",
+            "Tokens counted from the engines' usage, by namespace, model, key id and kind "
+            "(prompt or completion).",
+            ["namespace", "model", "key", "kind"],
+            registry=r,
+        )
+        self.held = Gauge(
+            "modelplane_gateway_held_requests",
+            "Requests held for want of a Ready replica, by namespace and ModelDeployment.",
+            ["namespace", "deployment"],
+            registry=r,
+        )
+        self.hold_seconds = Histogram(
+            "modelplane_gateway_hold_seconds",
+            "How long requests were held before a replica was Ready (or they timed out).",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "modelplane_gateway_upstream_seconds",
+            "Time from sending a request to an engine to the first byte of its answer.",
+            registry=r,
+        )
+
+
+class HttpError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+        self.param, self.retry_after = param, retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class State:
+    table: Table = field(default_factory=Table)
+    keys: dict[str, keymod.KeyRecord] = field(default_factory=dict)
+    synced: bool = False
+    draining: bool = False
+    outstanding: dict[str, int] = field(default_factory=dict)
+    held: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: per (namespace, ModelDeployment): what was metered (for the status aggregation)
+    usage: dict[tuple[str, str], Usage] = field(default_factory=dict)
+
+
+class Gateway:
+    """The ASGI app. `snapshot()` (blocking, run in a thread) returns (ModelDeployments, pods,
+    key ConfigMaps); `publish(namespace, name, pending, at)` (blocking) writes the demand."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], tuple[list[Any], list[Any], list[Any]]],
+        publish: Callable[[str, str, int, float], None],
+        cfg: GatewayConfig | None = None,
+        metrics: Metrics | None = None,
+        refresh_seconds: float = 1.0,
+        engine_port: int = ENGINE_PORT,
+    ) -> None:
+        self.engine_port = engine_port
+        self.snapshot, self.publish = snapshot, publish
+        self.cfg = cfg or GatewayConfig()
+        self.metrics = metrics or Metrics()
+        self.refresh_seconds = refresh_seconds
+        self.state = State()
+        self._changed = asyncio.Event()
+        self._rr = itertools.count()
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._published: dict[tuple[str, str], tuple[int, float]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.connect_timeout),
+            auto_decompress=False,
+        )
+        self._tasks = [
+            asyncio.create_task(self._refresh_loop()),
+            asyncio.create_task(self._demand_loop()),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._publish_round(final=True)
+        if self._session is not None:
+            await self._session.close()
+
+    async def refresh(self) -> None:
+        mds, pods, cms = await asyncio.to_thread(self.snapshot)
+        self.state.table = build_table(mds, pods, self.engine_port)
+        self.state.keys = keymod.records(cms)
+        self.state.synced = True
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as e:  # keep serving from the last table
+                log.warning("refresh failed: %s", e)
+            await asyncio.sleep(self.refresh_seconds)
+
+    async def _demand_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.cfg.publish_min_seconds, 1.0))
+            await self._publish_round()
+
+    async def _publish_round(self, final: bool = False) -> None:
+        now = time.time()
+        want = dict(self.state.held)
+        for key in set(self._published) | set(want):
+            count = 0 if final else want.get(key, 0)
+            last = self._published.get(key)
+            if last is not None:
+                value, at = last
+                age = now - at
+                if not final and age < self.cfg.publish_min_seconds:
+                    continue
+                if count == value and (count == 0 or age < self.cfg.publish_refresh_seconds):
+                    continue
+            elif count == 0:
+                continue
+            try:
+                await asyncio.to_thread(self.publish, key[0], key[1], count, now)
+            except Exception as e:
+                log.warning("cannot publish demand on %s/%s: %s", key[0], key[1], e)
+                continue
+            log.info("published %d held request(s) on %s/%s", count, key[0], key[1])
+            if count == 0:
+                self._published.pop(key, None)
+            else:
+                self._published[key] = (count, now)
+
+    # ------------------------------------------------------------------ ASGI
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        try:
+            if path in ("/healthz", "/livez"):
+                await _json(send, 200, {"status": "ok"})
+            elif path == "/readyz":
+                ok = self.state.synced and not self.state.draining
+                await _json(send, 200 if ok else 503, {"ready": ok})
+            elif path == "/v1/models" and method == "GET":
+                rec = self._auth(scope)
+                await _json(send, 200, self._models(rec))
+            elif path in PROXIED:
+                if method != "POST":
+                    raise HttpError(405, f"Use POST for {path}.", code="method_not_allowed")
+                await self._proxy(scope, receive, send, path)
+            else:
+                raise HttpError(404, f"Unknown path {path}.", code="not_found")
+        except HttpError as e:
+            headers = [(b"retry-after", str(e.retry_after).encode())] if e.retry_after else []
+            await _json(send, e.status, e.body(), headers)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ------------------------------------------------------------------ requests
+    def _auth(self, scope: Scope) -> keymod.KeyRecord:
+        raw = ""
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                raw = v.decode("latin-1")
+                break
+        scheme, _, key = raw.partition(" ")
+        if not raw:
+            raise HttpError(401, f"No API key provided. {KEY_HELP}", code="invalid_api_key")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise HttpError(
+                401, f"Malformed Authorization header. {KEY_HELP}", code="invalid_api_key"
+            )
+        rec = keymod.verify(key.strip(), self.state.keys, time.time())
+        if rec is None:
+            kid = keymod.key_id(key.strip())
+            what = f"key id {kid}" if kid else "a key not in modelplane's format (mpk_...)"
+            raise HttpError(
+                401,
+                f"Incorrect, revoked or expired API key ({what}). {KEY_HELP}",
+                code="invalid_api_key",
+            )
+        return rec
+
+    def _models(self, rec: keymod.KeyRecord) -> dict[str, Any]:
+        data = [
+            {"id": n, "object": "model", "created": 0, "owned_by": rec.namespace}
+            for n in self.state.table.names(rec.namespace)
+        ]
+        return {"object": "list", "data": data}
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        rec = self._auth(scope)
+        raw = await _read_body(receive)
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HttpError(400, f"The request body is not valid JSON: {e}.") from None
+        if not isinstance(body, dict):
+            raise HttpError(400, "The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise HttpError(400, "`model` is required: the name of a model.", param="model")
+        route = self.state.table.lookup(rec.namespace, model)
+        if route is None:
+            raise HttpError(404, self._not_found(rec.namespace, model), code="model_not_found",
+                            param="model")  # fmt: skip
+        stream = path in STREAMABLE and body.get("stream") is True
+        wants_usage = False
+        if stream:
+            opts = body.get("stream_options")
+            opts = dict(opts) if isinstance(opts, dict) else {}
+            wants_usage = opts.get("include_usage") is True
+            opts["include_usage"] = True
+            body["stream_options"] = opts
+            raw = json.dumps(body).encode()
+        code = 500
+        try:
+            endpoints = await self._wait_ready(route)
+            code = await self._forward(route, rec, endpoints, path, raw, stream, wants_usage, send)
+        except HttpError as e:
+            code = e.status
+            raise
+        finally:
+            self.metrics.requests.labels(rec.namespace, model, str(code)).inc()
+
+    def _not_found(self, namespace: str, model: str) -> str:
+        names = self.state.table.names(namespace)
+        close = self.state.table.closest(namespace, model)
+        msg = f"The model `{model}` does not exist in namespace {namespace} (your key's)."
+        if close:
+            msg += f" Did you mean {', '.join(close)}?"
+        if names:
+            msg += f" Models you can use: {', '.join(names[:20])} (GET /v1/models lists them)."
+        else:
+            msg += " No ModelDeployment serves a model there yet."
+        return msg
+
+    async def _wait_ready(self, route: Route) -> list[str]:
+        eps = self.state.table.ready(route)
+        if eps:
+            return eps
+        key = (route.namespace, route.demand_on)
+        held = self.state.held
+        if held.get(key, 0) >= self.cfg.max_held:
+            raise HttpError(
+                503,
+                f"`{route.name}` has no ready replica and already {self.cfg.max_held} requests "
+                "wait for one; retry later.",
+                type_="server_error", code="hold_queue_full",
+                retry_after=self.cfg.retry_after_seconds,
+            )  # fmt: skip
+        held[key] = held.get(key, 0) + 1
+        self.metrics.held.labels(*key).set(held[key])
+        start = time.monotonic()
+        deadline = start + self.cfg.hold_seconds
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HttpError(
+                        503,
+                        f"`{route.name}` had no ready replica within {self.cfg.hold_seconds:.0f}s "
+                        f"(ModelDeployment {route.namespace}/{route.demand_on} is scaling up or "
+                        "cannot start; see its status). Retry later.",
+                        type_="server_error", code="model_not_ready",
+                        retry_after=self.cfg.retry_after_seconds,
+                    )  # fmt: skip
+                changed = self._changed
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout=left)
+                except TimeoutError:
+                    continue
+                route = self.state.table.lookup(route.namespace, route.name) or route
+                eps = self.state.table.ready(route)
+                if eps:
+                    return eps
+        finally:
+            held[key] -= 1
+            self.metrics.held.labels(*key).set(held[key])
+            if held[key] == 0:
+                del held[key]
+            self.metrics.hold_seconds.observe(time.monotonic() - start)
+
+    def _order(self, endpoints: list[str]) -> list[str]:
+        """Least outstanding first; ties broken round robin."""
+        n = len(endpoints)
+        shift = next(self._rr) % n
+        rotated = endpoints[shift:] + endpoints[:shift]
+        return sorted(rotated, key=lambda e: self.state.outstanding.get(e, 0))
+
+    async def _forward(
+        self,
+        route: Route,
+        rec: keymod.KeyRecord,
+        endpoints: list[str],
+        path: str,
+        raw: bytes,
+        stream: bool,
+        wants_usage: bool,
+        send: Send,
+    ) -> int:
+        assert self._session is not None
+        tries = self._order(endpoints)[:2]
+        last_error = ""
+        for i, ep in enumerate(tries):
+            out = self.state.outstanding
+            out[ep] = out.get(ep, 0) + 1
+            try:
+                t0 = time.monotonic()
+                async with self._session.post(
+                    f"http://{ep}{path}",
+                    data=raw,
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
+                    self.metrics.upstream_seconds.observe(time.monotonic() - t0)
+                    if resp.status == 503 and i + 1 < len(tries):
+                        last_error = f"{ep} answered 503"
+                        continue
+                    if stream and resp.status == 200:
+                        await self._stream(route, rec, resp, wants_usage, send)
+                    else:
+                        data = await resp.read()
+                        if resp.status == 200:
+                            self._meter(route, rec, _usage_of(data))
+                        ctype = resp.headers.get("Content-Type", "application/json").encode()
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": resp.status,
+                                "headers": [(b"content-type", ctype)],
+                            }
+                        )
+                        await send({"type": "http.response.body", "body": data})
+                    return resp.status
+            except (aiohttp.ClientConnectionError, TimeoutError) as e:
+                last_error = f"{ep}: {e or type(e).__name__}"
+                if isinstance(e, aiohttp.ServerDisconnectedError) and i > 0:
+                    break
+                continue
+            finally:
+                out[ep] -= 1
+                if out[ep] <= 0:
+                    del out[ep]
+        raise HttpError(
+            502,
+            f"No replica of `{route.name}` answered ({last_error}); retry.",
+            type_="server_error", code="upstream_unavailable", retry_after=1,
+        )  # fmt: skip
+
+    async def _stream(
+        self,
+        route: Route,
+        rec: keymod.KeyRecord,
+        resp: aiohttp.ClientResponse,
+        wants_usage: bool,
+        send: Send,
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
+        buf = b""
+        usage: dict[str, Any] | None = None
+        async for chunk in resp.content.iter_any():
+            buf += chunk
+            out = []
+            while b"\n\n" in buf:
+                event, buf = buf.split(b"\n\n", 1)
+                keep, found = _usage_event(event, wants_usage)
+                if found is not None:
+                    usage = found
+                if keep:
+                    out.append(event + b"\n\n")
+            if out:
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+        await send({"type": "http.response.body", "body": buf, "more_body": False})
+        self._meter(route, rec, usage)
+
+    def _meter(self, route: Route, rec: keymod.KeyRecord, usage: dict[str, Any] | None) -> None:
+        u = self.state.usage.setdefault((route.namespace, route.deployment), Usage())
+        u.requests += 1
+        if not usage:
+            return
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        u.prompt_tokens += prompt
+        u.completion_tokens += completion
+        m = self.metrics.tokens
+        m.labels(route.namespace, route.name, rec.id, "prompt").inc(prompt)
+        m.labels(route.namespace, route.name, rec.id, "completion").inc(completion)
+
+
+def _usage_of(data: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    u = obj.get("usage") if isinstance(obj, dict) else None
+    return u if isinstance(u, dict) else None
+
+
+def _usage_event(event: bytes, wants_usage: bool) -> tuple[bool, dict[str, Any] | None]:
+    """(forward this SSE event?, the usage it carries)."""
+    if b'"usage"' not in event:
+        return True, None
+    for line in event.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return True, None
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return True, None
+        usage = obj.get("usage") if isinstance(obj, dict) else None
+        if not isinstance(usage, dict):
+            return True, None
+        only_usage = not obj.get("choices")
+        return (wants_usage or not only_usage), usage
+    return True, None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise HttpError(400, "The client disconnected before sending the whole body.")
+        part = msg.get("body", b"")
+        size += len(part)
+        if size > MAX_BODY:
+            raise HttpError(413, f"The request body exceeds {MAX_BODY // (1024 * 1024)} MiB.")
+        chunks.append(part)
+        if not msg.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _json(
+    send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    data = json.dumps(obj).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
