@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,13 @@ def test_server_reports_pinned_kubernetes_version(cluster: LocalCluster) -> None
 
 
 def test_gpu_nodes_ready_with_gpus_labels_and_taint(api: Any) -> None:
-    nodes = client.CoreV1Api(api).list_node().items
+    # The layout's nodes (the provisioner and Karpenter may have added more for earlier tests).
+    added = ("modelplane.io/provisioned-by", "karpenter.sh/nodepool")
+    nodes = [
+        n
+        for n in client.CoreV1Api(api).list_node().items
+        if not any(k in (n.metadata.labels or {}) for k in added)
+    ]
     gpu_nodes = [n for n in nodes if "nvidia.com/gpu" in (n.status.allocatable or {})]
     expected = [m for m in load_layout().manifests() if "nvidia.com/gpu" in m["status"]["capacity"]]
     assert len(gpu_nodes) == len(expected) >= 8
@@ -350,10 +358,13 @@ def _unprivileged_env(tmp: Path) -> tuple[list[str], dict[str, str]]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the suite itself runs unprivileged here")
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs the system Python")
-def test_cluster_up_as_an_unprivileged_user_and_down_leaves_nothing(tmp_path: Path) -> None:
+def test_cluster_up_as_an_unprivileged_user_and_down_leaves_nothing() -> None:
     """As root the suite's own cluster proves root works; here the same `cluster up` runs as
     `nobody`: the user namespace maps it to root inside, pod addresses are local, the relay
     serves the host, and `cluster down` leaves no holder, relay or control-plane process."""
+    # Not pytest's tmp_path: its parents are private to root.
+    tmp_path = Path(tempfile.mkdtemp(prefix="modelplane-nobody-"))
+    tmp_path.chmod(0o755)
     cli, env = _unprivileged_env(tmp_path)
     layout = ["--node", "system=1"]
     layout += [f"--node={s.name}=0" for a in acc.DEFAULT_ACCELERATORS for s in a.shapes]
@@ -384,6 +395,7 @@ def test_cluster_up_as_an_unprivileged_user_and_down_leaves_nothing(tmp_path: Pa
         down = subprocess.run(
             [*cli, "down", "--name", "nobody"], capture_output=True, text=True, timeout=60
         )
+    shutil.rmtree(tmp_path, ignore_errors=True)
     assert down.returncode == 0, down.stderr
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"pid {pid} still running"
