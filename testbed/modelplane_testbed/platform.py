@@ -170,6 +170,8 @@ class Platform:
         files the chart carries), so the chart does not install them a second time."""
         vals = {"installCRDs": "false", **(values or {})}
         sets = [a for k, v in vals.items() for a in ("--set", f"{k}={v}")]
+        if vals.get("defaultAcceleratorClasses", "true") != "false":
+            self._adopt_classes(release, namespace)
         self.helm(
             "upgrade", "--install", release, str(CHART),
             "--namespace", namespace, "--create-namespace", "--wait=false", *sets,
@@ -178,7 +180,7 @@ class Platform:
         c = self.cluster
         rel.service_account = c.kubectl(
             "get", "serviceaccount", "-n", namespace,
-            "-l", f"app.kubernetes.io/instance={release}",
+            "-l", f"app.kubernetes.io/instance={release},app.kubernetes.io/component!=gateway",
             "-o", "jsonpath={.items[0].metadata.name}",
         )  # fmt: skip
         token = c.kubectl(
@@ -191,23 +193,83 @@ class Platform:
         )  # fmt: skip
         return rel
 
+    def _adopt_classes(self, release: str, namespace: str) -> None:
+        """Default AcceleratorClasses applied before the chart (by a test or a user) become the
+        release's, as helm documents for adopting existing objects."""
+        from modelplane.catalog.accelerators import DEFAULT_ACCELERATORS
+
+        c = self.cluster
+        existing = set(c.kubectl("get", "acceleratorclasses", "-o", "name", check=False).split())
+        for a in DEFAULT_ACCELERATORS:
+            ref = f"acceleratorclass.modelplane.io/{a.name}"
+            if ref not in existing:
+                continue
+            c.kubectl("label", "--overwrite", ref, "app.kubernetes.io/managed-by=Helm")
+            c.kubectl(
+                "annotate", "--overwrite", ref,
+                f"meta.helm.sh/release-name={release}",
+                f"meta.helm.sh/release-namespace={namespace}",
+            )  # fmt: skip
+
     def chart_env(
-        self, rel: ChartRelease, values: Mapping[str, str] | None = None
+        self,
+        rel: ChartRelease,
+        values: Mapping[str, str] | None = None,
+        container: str = "operator",
     ) -> dict[str, str]:
-        """The environment the chart renders for the operator's container (``helm template``
-        with the release's values plus ``values``)."""
+        """The environment the chart renders for the operator's container (or the gateway's:
+        ``container="gateway"``), from ``helm template`` with the release's values plus
+        ``values``."""
         vals = {**rel.values, **(values or {})}
         sets = [a for k, v in vals.items() for a in ("--set", f"{k}={v}")]
         out = self.helm("template", rel.release, str(CHART), "--namespace", rel.namespace, *sets)
         for doc in yaml.safe_load_all(out):
             if doc and doc.get("kind") == "Deployment":
-                (container,) = [
-                    c
-                    for c in doc["spec"]["template"]["spec"]["containers"]
-                    if c["name"] == "operator"
-                ]
-                return {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
-        raise RuntimeError("the chart rendered no operator Deployment")
+                for c in doc["spec"]["template"]["spec"]["containers"]:
+                    if c["name"] == container:
+                        return {e["name"]: str(e.get("value", "")) for e in c.get("env", [])}
+        raise RuntimeError(f"the chart rendered no Deployment with a {container} container")
+
+    def gateway(
+        self, rel: ChartRelease, port: int, watch: list[str] | None = None, **env: str
+    ) -> subprocess.Popen[Any]:
+        """A gateway pod of ``rel`` (installed with ``gateway.enabled=true``), played by a
+        process inside the cluster: the chart's gateway environment, a token of the chart's
+        gateway ServiceAccount, the API on 127.0.0.1:``port`` there and /metrics on ``port + 1`` (reach them with
+        ``cluster.http``). ``env`` overrides settings (hold limits). Stop it with
+        ``terminate()``; it stops with the platform too."""
+        import os
+
+        vals = {"gateway.enabled": "true"}
+        if watch:
+            vals["watchNamespaces"] = "{" + ",".join(watch) + "}"
+        sa = self.cluster.kubectl(
+            "get", "serviceaccount", "-n", rel.namespace,
+            "-l", f"app.kubernetes.io/instance={rel.release},app.kubernetes.io/component=gateway",
+            "-o", "jsonpath={.items[0].metadata.name}",
+        )  # fmt: skip
+        token = self.cluster.kubectl(
+            "create", "token", sa, "-n", rel.namespace, "--duration=12h"
+        ).strip()
+        kubeconfig = self.cluster.token_kubeconfig(f"gateway-{rel.release}", token)
+        full = {
+            **os.environ,
+            **self.chart_env(rel, vals, container="gateway"),
+            "KUBECONFIG": str(kubeconfig),
+            "MODELPLANE_GATEWAY_HOST": "127.0.0.1",
+            "MODELPLANE_GATEWAY_PORT": str(port),
+            "MODELPLANE_GATEWAY_METRICS_HOST": "127.0.0.1",
+            "MODELPLANE_GATEWAY_METRICS_PORT": str(port + 1),
+            **env,
+        }
+        log = (self.cluster.log_dir / f"gateway-{rel.release}-{port}.log").open("ab")
+        self._logs.append(log)
+        proc = self.cluster.popen_inside(
+            [sys.executable, "-m", "modelplane.cli", "gateway"], stdout=log, stderr=log, env=full
+        )
+        self.cluster.track(f"gateway-{port}", proc.pid)
+        self._procs.append(proc)
+        return proc
 
     def operator(
         self,
