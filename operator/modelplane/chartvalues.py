@@ -1,11 +1,12 @@
 """The Helm chart's values, and every chart file generated from Python.
 
 `ChartValues` is the single source of `charts/modelplane/values.schema.json` and of the
-documented `values.yaml` (one comment per key, starting with the key's name). Three more chart
+documented `values.yaml` (one comment per key, starting with the key's name). Four more chart
 files are generated here so that the chart cannot drift from the code it installs:
 
 - `files/acceleratorclasses.yaml` from `modelplane.catalog.accelerators.DEFAULT_ACCELERATORS`,
 - `files/permissions.yaml` from `modelplane.permissions.PERMISSIONS` (the RBAC twin),
+- `files/gateway-permissions.yaml` from `modelplane.permissions.GATEWAY_PERMISSIONS`,
 - `files/crds/*.yaml`, byte-identical copies of the generated CRDs in `crds/`.
 
 Regenerate with `python -m modelplane.chartvalues` (add `--check` to only compare); the unit
@@ -41,7 +42,7 @@ from modelplane.catalog.accelerators import (
     LABEL_INSTANCE_TYPE,
     Accelerator,
 )
-from modelplane.permissions import PERMISSIONS
+from modelplane.permissions import GATEWAY_PERMISSIONS, PERMISSIONS, Permission
 
 CHART_DIR = Path("charts") / "modelplane"
 CRD_DIR = Path("crds")
@@ -112,6 +113,58 @@ class ExtraAcceleratorClass(_Values):
     name: DnsLabel = Field(description="AcceleratorClass name, e.g. nvidia-h100-80gb-spot.")
     spec: AcceleratorClassSpec = Field(
         description="AcceleratorClass spec, exactly as in the CRD (modelplane.io/v1alpha1)."
+    )
+
+
+def _gateway_requests() -> dict[str, Quantity]:
+    return {"cpu": "250m", "memory": "256Mi"}
+
+
+def _gateway_limits() -> dict[str, Quantity]:
+    return {"memory": "1Gi"}
+
+
+class GatewayResources(_Values):
+    requests: dict[str, Quantity] = Field(
+        default_factory=_gateway_requests, description="What the scheduler reserves per replica."
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=_gateway_limits,
+        description="Hard caps. No CPU limit by default: throttling adds latency to every request.",
+    )
+
+
+class Gateway(_Values):
+    enabled: bool = Field(
+        default=False,
+        description="Run `modelplane gateway`, the OpenAI-compatible request path (API keys, "
+        "routing by model, hold at zero, token metering), as its own Deployment and Service.",
+    )
+    replicas: int = Field(
+        default=2, ge=1, le=100, description="Gateway replicas (a PodDisruptionBudget keeps one)."
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Port of the OpenAI API.")
+    hold_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="Longest a request waits for a Ready replica (scale from zero) before 503.",
+    )
+    max_held: int = Field(
+        default=100, ge=0, description="Requests held at most per ModelDeployment (then 503)."
+    )
+    drain_seconds: float = Field(
+        default=5,
+        ge=0,
+        description="On SIGTERM, keep serving this long with readiness failing, so endpoints "
+        "drop the pod before it stops accepting.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="Then wait this long for requests in flight (streams, held requests).",
+    )
+    resources: GatewayResources = Field(
+        default_factory=GatewayResources, description="Resources of each gateway replica."
     )
 
 
@@ -201,6 +254,9 @@ class ChartValues(_Values):
     )
     pod_annotations: dict[str, str] = Field(
         default_factory=dict, description="Extra annotations on the operator pod."
+    )
+    gateway: Gateway = Field(
+        default_factory=Gateway, description="The OpenAI-compatible gateway (modelplane gateway)."
     )
 
 
@@ -321,9 +377,8 @@ def accelerator_classes_yaml() -> str:
     )
 
 
-def permissions_yaml() -> str:
-    """files/permissions.yaml: the RBAC rules, one per entry of `PERMISSIONS`."""
-    rules = [
+def _rules(table: tuple[Permission, ...]) -> list[dict[str, Any]]:
+    return [
         {
             "apiGroups": [p.group],
             "resources": [p.resource],
@@ -333,9 +388,20 @@ def permissions_yaml() -> str:
             "operatorNamespace": p.operator_namespace,
             "why": p.why,
         }
-        for p in PERMISSIONS
+        for p in table
     ]
+
+
+def permissions_yaml() -> str:
+    """files/permissions.yaml: the RBAC rules, one per entry of `PERMISSIONS`."""
+    rules = _rules(PERMISSIONS)
     return _yaml_file("Source: modelplane.permissions.PERMISSIONS.", {"rules": rules})
+
+
+def gateway_permissions_yaml() -> str:
+    """files/gateway-permissions.yaml: the gateway's RBAC rules (`GATEWAY_PERMISSIONS`)."""
+    rules = _rules(GATEWAY_PERMISSIONS)
+    return _yaml_file("Source: modelplane.permissions.GATEWAY_PERMISSIONS.", {"rules": rules})
 
 
 def generated_files(repo: Path) -> dict[Path, str]:
@@ -346,6 +412,7 @@ def generated_files(repo: Path) -> dict[Path, str]:
         chart / "values.yaml": values_yaml(),
         chart / "files" / "acceleratorclasses.yaml": accelerator_classes_yaml(),
         chart / "files" / "permissions.yaml": permissions_yaml(),
+        chart / "files" / "gateway-permissions.yaml": gateway_permissions_yaml(),
     }
     for crd in sorted((repo / CRD_DIR).glob("*.yaml")):
         out[chart / "files" / "crds" / crd.name] = crd.read_text()

@@ -171,6 +171,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k = keys.add_parser("create", help="create an API key; prints it once")
     k.add_argument("-n", "--namespace", required=True, help="the tenant namespace")
     k.add_argument("--expires", help="RFC 3339 UTC expiry, e.g. 2027-01-01T00:00:00Z")
+    k.add_argument("--description", help="what the key is for (who holds it)")
     k.set_defaults(fn=_keys_create)
 
     p = sub.add_parser("crds", help="print (or --write DIR) the CRDs generated from the API types")

@@ -153,3 +153,29 @@ def required(
         if p.provider is None or p.provider == provider:
             out.setdefault((p.group, p.resource, p.namespaced), set()).update(p.verbs)
     return out
+
+
+#: What `modelplane gateway` needs, and nothing else: it reads ModelDeployments, Ready
+#: model-server pods and ApiKeys (salted hashes; never Secrets or ConfigMaps), and writes only
+#: the demand annotations on ModelDeployments. Cluster-wide: a ClusterRole; namespaced: a Role in
+#: each watched namespace and the release namespace (shared Serverless backends' pods).
+GATEWAY_PERMISSIONS: tuple[Permission, ...] = (
+    Permission(
+        "modelplane.io",
+        "modeldeployments",
+        ("list", "patch"),
+        True,
+        "the routing table (served names, aliases, adapters, Serverless backends); patch: the "
+        "demand annotations (modelplane.io/pending-requests) while requests are held",
+    ),
+    Permission("modelplane.io", "apikeys", ("list",), True, "API keys: salted hashes only"),
+    Permission("", "pods", ("list",), True, "Ready model-server pods: where requests go"),
+)
+
+
+def gateway_required() -> dict[tuple[str, str, bool], set[str]]:
+    """(group, resource, namespaced) -> verbs the gateway needs."""
+    out: dict[tuple[str, str, bool], set[str]] = {}
+    for p in GATEWAY_PERMISSIONS:
+        out.setdefault((p.group, p.resource, p.namespaced), set()).update(p.verbs)
+    return out

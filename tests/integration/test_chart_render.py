@@ -365,3 +365,87 @@ def test_first_install_creates_classes_with_an_adoptable_hook() -> None:
         assert ann["meta.helm.sh/release-name"] == RELEASE
         assert ann["meta.helm.sh/release-namespace"] == NAMESPACE
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+# --------------------------------------------------------------------------- the gateway
+def _gateway_docs(*sets: str) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in render("gateway.enabled=true", *sets)
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"
+    ]
+
+
+def test_gateway_is_off_by_default() -> None:
+    assert not [
+        d
+        for d in render()
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"
+    ]
+
+
+def test_gateway_deployment_pdb_service_and_settings() -> None:
+    from modelplane.gateway.main import GatewaySettings, _Shared
+
+    docs = _gateway_docs("watchNamespaces={team-a}", "gateway.holdSeconds=30")
+    dep = one(docs, "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"] == ["modelplane", "gateway"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert pod["terminationGracePeriodSeconds"] == 5 + 60 + 5  # drain + in flight + margin
+    sa = one(docs, "ServiceAccount")
+    assert pod["serviceAccountName"] == sa["metadata"]["name"] == f"{RELEASE}-modelplane-gateway"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    s = GatewaySettings(
+        **{
+            k.removeprefix("MODELPLANE_GATEWAY_").lower(): v
+            for k, v in env.items()
+            if k.startswith("MODELPLANE_GATEWAY_")
+        }
+    )
+    assert (s.port, s.hold_seconds, s.drain_seconds) == (8080, 30, 5)
+    shared = _Shared(
+        namespaces=env["MODELPLANE_NAMESPACES"],
+        operator_namespace=env["MODELPLANE_OPERATOR_NAMESPACE"],
+    )
+    assert shared.namespaces == ["team-a"] and shared.operator_namespace == NAMESPACE
+    # its pods are never selected by the operator's Deployment or metrics Service
+    selector = spec["selector"]["matchLabels"]
+    operator = next(d for d in render("gateway.enabled=true") if d["kind"] == "Deployment")
+    assert operator["spec"]["selector"]["matchLabels"].items() - selector.items()
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+    svc = one(docs, "Service")
+    assert svc["spec"]["selector"] == selector
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "metrics": 9090}
+    assert not of_kind(_gateway_docs("gateway.replicas=1"), "PodDisruptionBudget")
+
+
+def test_gateway_rbac_is_exactly_gateway_permissions() -> None:
+    want = {(g, r): v for (g, r, _), v in permissions.gateway_required().items()}
+    docs = _gateway_docs()
+    _assert_least_privilege(docs)
+    role = one(docs, "ClusterRole")
+    assert _rules(role) == want
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == f"{RELEASE}-modelplane-gateway"
+    assert not of_kind(docs, "Role")
+    docs = _gateway_docs("watchNamespaces={team-b,team-a}")
+    assert not of_kind(docs, "ClusterRole")
+    roles = of_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == [
+        "modelplane-system",
+        "team-a",
+        "team-b",
+    ]
+    for r in roles:
+        assert _rules(r) == want
+    assert {b["metadata"]["namespace"] for b in of_kind(docs, "RoleBinding")} == {
+        r["metadata"]["namespace"] for r in roles
+    }

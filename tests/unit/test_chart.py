@@ -164,3 +164,26 @@ def test_flux_helmrelease_values_are_valid_chart_values() -> None:
     [release] = [d for d in docs if d["kind"] == "HelmRelease"]
     assert release["spec"]["chart"]["spec"]["chart"] == "charts/modelplane"
     chartvalues.ChartValues.model_validate(release["spec"]["values"])
+
+
+def test_gateway_permissions_file_is_the_twin_and_reads_no_secrets() -> None:
+    table = yaml.safe_load((CHART / "files" / "gateway-permissions.yaml").read_text())["rules"]
+    assert len(table) == len(permissions.GATEWAY_PERMISSIONS)
+    for row, p in zip(table, permissions.GATEWAY_PERMISSIONS, strict=True):
+        assert (row["apiGroups"], row["resources"], row["verbs"]) == (
+            [p.group],
+            [p.resource],
+            list(p.verbs),
+        )
+    # keys are ApiKeys (salted hashes): the gateway reads no Secrets and no ConfigMaps
+    resources = {p.resource for p in permissions.GATEWAY_PERMISSIONS}
+    assert resources == {"modeldeployments", "apikeys", "pods"}
+    writes = {v for p in permissions.GATEWAY_PERMISSIONS for v in p.verbs} - {"list"}
+    assert writes == {"patch"}  # only the demand annotations
+
+
+def test_gateway_values_default_off_and_validated() -> None:
+    v = chartvalues.ChartValues()
+    assert v.gateway.enabled is False and v.gateway.replicas == 2
+    with pytest.raises(pydantic.ValidationError):
+        chartvalues.ChartValues.model_validate({"gateway": {"replicas": 0}})

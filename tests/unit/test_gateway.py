@@ -72,18 +72,18 @@ def test_routing_table() -> None:
 
 def test_keys_hash_only_verify_expire() -> None:
     kid, key = keys.new_key()
-    cm = keys.config_map("a", key, kid)
-    assert key not in json.dumps(cm)  # only a salted hash is stored
-    table = keys.records([cm])
+    obj = keys.api_key("a", key, kid)
+    assert key not in json.dumps(obj)  # only a salted hash is stored
+    table = keys.records([obj])
     now = time.time()
     rec = keys.verify(key, table, now)
     assert rec is not None and rec.namespace == "a" and rec.id == kid
     assert keys.verify(key[:-1] + ("A" if key[-1] != "A" else "B"), table, now) is None
     assert keys.verify("sk-nonsense", table, now) is None
-    expired = keys.records([keys.config_map("a", key, kid, rfc3339(now - 1))])
+    expired = keys.records([keys.api_key("a", key, kid, rfc3339(now - 1))])
     assert keys.verify(key, expired, now) is None
     # the same id twice is refused in both
-    assert keys.records([cm, keys.config_map("b", key, kid)]) == {}
+    assert keys.records([obj, keys.api_key("b", key, kid)]) == {}
 
 
 # --------------------------------------------------------------------------- the app
@@ -168,11 +168,11 @@ def test_gateway_routes_meters_holds() -> None:
         async with engine() as port:
             kid_a, key_a = keys.new_key()
             kid_b, key_b = keys.new_key()
-            cms = [keys.config_map("a", key_a, kid_a), keys.config_map("b", key_b, kid_b)]
+            api_keys = [keys.api_key("a", key_a, kid_a), keys.api_key("b", key_b, kid_b)]
             world: dict[str, Any] = {"pods": [pod("a", "127.0.0.1", **{DEP: "chat"})]}
             published: list[tuple[str, str, int, float]] = []
             gw = Gateway(
-                lambda: (MDS, world["pods"], cms),
+                lambda: (MDS, world["pods"], api_keys),
                 lambda *a: published.append(a),
                 GatewayConfig(hold_seconds=3, publish_min_seconds=0.1),
                 refresh_seconds=0.05,

@@ -86,13 +86,13 @@ namespace, where the operator keeps platform-owned objects (shared Serverless ba
 {{/*
 RBAC rules from files/permissions.yaml (generated from modelplane.permissions), filtered by
 scope and by the selected capacity provider. Call with
-  dict "root" $ "scope" ("all" | "namespaced" | "cluster" | "operator")
+  dict "root" $ "scope" ("all" | "namespaced" | "cluster" | "operator") ["file" "files/gateway-permissions.yaml"]
 "operator" selects the rules granted only in the release namespace (operatorNamespace: true);
 every other scope leaves them out.
 */}}
 {{- define "modelplane.rules" -}}
 {{- $root := .root }}
-{{- $table := $root.Files.Get "files/permissions.yaml" | fromYaml }}
+{{- $table := $root.Files.Get (default "files/permissions.yaml" .file) | fromYaml }}
 {{- range $table.rules }}
 {{- $providerOk := or (not .provider) (eq .provider $root.Values.capacityProvider) }}
 {{- $scopeOk := or (eq $.scope "all") (and (eq $.scope "namespaced") .namespaced) (and (eq $.scope "cluster") (not .namespaced)) }}
@@ -104,4 +104,17 @@ every other scope leaves them out.
   verbs: {{ toJson .verbs }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+The gateway: its resources' name, its ServiceAccount, and the labels that select its pods (an
+app name of its own, so the operator's Deployment and metrics Service never select them).
+*/}}
+{{- define "modelplane.gatewayName" -}}
+{{- printf "%s-gateway" (include "modelplane.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "modelplane.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-gateway" (include "modelplane.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}

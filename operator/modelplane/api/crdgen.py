@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from modelplane.api import apikey
 from modelplane.api.names import NAME_RULES
 from modelplane.api.v1alpha1 import (
     GROUP,
@@ -220,6 +221,32 @@ def all_crds() -> dict[str, dict[str, Any]]:
     return {
         f"{GROUP}_modeldeployments.yaml": model_deployment_crd(),
         f"{GROUP}_acceleratorclasses.yaml": accelerator_class_crd(),
+        f"{GROUP}_apikeys.yaml": api_key_crd(),
+    }
+
+
+def api_key_crd() -> dict[str, Any]:
+    cols: list[dict[str, Any]] = [
+        {"name": "Expires", "type": "string", "jsonPath": ".spec.expires"},
+        {"name": "Description", "type": "string", "jsonPath": ".spec.description"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{apikey.PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": apikey.KIND,
+                "listKind": f"{apikey.KIND}List",
+                "plural": apikey.PLURAL,
+                "singular": "apikey",
+                "categories": ["modelplane"],
+            },
+            "versions": [_version(openapi_schema(apikey.ApiKeySpec), None, cols, scale=False)],
+        },
     }
 
 

@@ -1,8 +1,9 @@
 """Demand a gateway publishes on a ModelDeployment: requests it holds for want of a replica.
 
 The contract (docs/architecture.md, "Scale from zero"): a gateway in front of the model servers
-(the future `modelplane gateway`; today the test bed's emulator) that holds requests because no
-replica can take them sets two metadata annotations on the ModelDeployment the requests are for:
+(`modelplane gateway`; the test bed's emulator for its stand-in clients) that holds requests
+because no replica can take them sets two metadata annotations on the ModelDeployment the
+requests are for:
 
 * `modelplane.io/pending-requests`: how many requests it holds now, a non-negative integer
   string (`"0"` when it holds none; removing both annotations means the same);

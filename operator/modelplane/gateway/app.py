@@ -79,6 +79,11 @@ class Metrics:
             ["namespace", "model", "key", "kind"],
             registry=r,
         )
+        self.auth_failures = Counter(
+            "modelplane_gateway_auth_failures",
+            "Requests refused 401 (no, malformed, unknown, revoked or expired key).",
+            registry=r,
+        )
         self.held = Gauge(
             "modelplane_gateway_held_requests",
             "Requests held for want of a Ready replica, by namespace and ModelDeployment.",
@@ -275,6 +280,13 @@ class Gateway:
 
     # ------------------------------------------------------------------ requests
     def _auth(self, scope: Scope) -> keymod.KeyRecord:
+        try:
+            return self._check_key(scope)
+        except HttpError:
+            self.metrics.auth_failures.inc()
+            raise
+
+    def _check_key(self, scope: Scope) -> keymod.KeyRecord:
         raw = ""
         for k, v in scope["headers"]:
             if k == b"authorization":

@@ -1,13 +1,12 @@
 """API keys: a key belongs to one namespace (the tenant) and is never stored in plain text.
 
 A key is `mpk_<id>_<secret>` (id: 12 hex characters, secret: 32 random bytes, urlsafe). The
-tenant namespace holds a ConfigMap `modelplane-key-<id>` labelled `modelplane.io/api-key=<id>`
-with only `salt` and `sha256` (hex of sha256(salt || key)) and optionally `expires` (RFC 3339
-UTC). The gateway therefore needs no access to Secrets (RBAC cannot limit Secret reads by
-label), and a leaked ConfigMap does not leak a key: the secret part has 256 bits, so a salted
-SHA-256 is as good as a slow hash here. `modelplane keys create` writes the ConfigMap and prints
-the key once; revoking is deleting the ConfigMap (the gateway's next refresh drops it).
-Keys are never logged: only their id.
+tenant namespace holds `ApiKey mpk-<id>` (`api/apikey.py`) with only `salt` and `sha256`
+(hex of sha256(salt || key)) and optionally `expires`. The gateway therefore needs no access to
+Secrets or ConfigMaps (RBAC cannot limit reads by label), and a leaked ApiKey does not leak a
+key: the secret part has 256 bits, so a salted SHA-256 is as good as a slow hash here.
+`modelplane keys create` writes the ApiKey and prints the key once; revoking is deleting the
+ApiKey (the gateway's next refresh, within seconds, drops it). Keys are never logged: only ids.
 """
 
 from __future__ import annotations
@@ -21,7 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-LABEL_API_KEY = "modelplane.io/api-key"
+from modelplane.api.apikey import KIND, NAME_PREFIX, PLURAL
+from modelplane.api.v1alpha1 import API_VERSION, GROUP, VERSION
+
 PREFIX = "mpk_"
 _KEY = re.compile(r"^mpk_([0-9a-f]{12})_([A-Za-z0-9_\-]{20,})$")
 
@@ -45,21 +46,25 @@ def new_key() -> tuple[str, str]:
     return kid, f"{PREFIX}{kid}_{secrets.token_urlsafe(32)}"
 
 
-def config_map(namespace: str, key: str, kid: str, expires: str | None = None) -> dict[str, Any]:
-    """The ConfigMap that lets the gateway recognise `key` (salted hash only)."""
+def api_key(
+    namespace: str, key: str, kid: str, expires: str | None = None, description: str | None = None
+) -> dict[str, Any]:
+    """The ApiKey that lets the gateway recognise `key` (salted hash only)."""
     salt = secrets.token_hex(16)
-    data = {"salt": salt, "sha256": digest(salt, key)}
+    spec = {"salt": salt, "sha256": digest(salt, key)}
     if expires:
-        data["expires"] = expires
+        spec["expires"] = expires
+    if description:
+        spec["description"] = description
     return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": {
-            "name": f"modelplane-key-{kid}",
+            "name": f"{NAME_PREFIX}{kid}",
             "namespace": namespace,
-            "labels": {LABEL_API_KEY: kid, "app.kubernetes.io/managed-by": "modelplane"},
+            "labels": {"app.kubernetes.io/managed-by": "modelplane"},
         },
-        "data": data,
+        "spec": spec,
     }
 
 
@@ -73,21 +78,21 @@ def _time(value: str) -> float | None:
     return t.timestamp()
 
 
-def records(config_maps: Iterable[Mapping[str, Any]]) -> dict[str, KeyRecord]:
-    """Key id -> record, from ConfigMaps (plain dicts). Malformed ones are skipped; a key id
-    claimed by two ConfigMaps is refused in both (ids are random: a copy is a mistake)."""
+def records(objects: Iterable[Mapping[str, Any]]) -> dict[str, KeyRecord]:
+    """Key id -> record, from ApiKey objects (plain dicts). Malformed ones are skipped; a key id
+    present in two namespaces is refused in both (ids are random: a copy is a mistake)."""
     out: dict[str, KeyRecord] = {}
     clash: set[str] = set()
-    for cm in config_maps:
-        meta, data = cm.get("metadata") or {}, cm.get("data") or {}
-        kid = (meta.get("labels") or {}).get(LABEL_API_KEY, "")
-        if not re.fullmatch(r"[0-9a-f]{12}", kid) or not data.get("salt") or not data.get("sha256"):
+    for obj in objects:
+        meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+        kid = str(meta.get("name") or "").removeprefix(NAME_PREFIX)
+        if not re.fullmatch(r"[0-9a-f]{12}", kid) or not spec.get("salt") or not spec.get("sha256"):
             continue
-        expires = _time(data["expires"]) if data.get("expires") else None
+        expires = _time(spec["expires"]) if spec.get("expires") else None
         if kid in out:
             clash.add(kid)
         out[kid] = KeyRecord(
-            kid, meta.get("namespace") or "", data["salt"], data["sha256"], expires
+            kid, meta.get("namespace") or "", spec["salt"], spec["sha256"], expires
         )
     for kid in clash:
         del out[kid]
@@ -110,13 +115,15 @@ def verify(key: str, table: Mapping[str, KeyRecord], now: float) -> KeyRecord | 
     return rec
 
 
-def create(api: Any, namespace: str, expires: str | None = None) -> tuple[str, str]:
-    """Create a key for `namespace` (its hash ConfigMap); returns (id, key). `api`: a
-    kubernetes ApiClient."""
+def create(
+    api: Any, namespace: str, expires: str | None = None, description: str | None = None
+) -> tuple[str, str]:
+    """Create a key for `namespace` (its ApiKey); returns (id, key). `api`: a kubernetes
+    ApiClient."""
     from kubernetes import client
 
     kid, key = new_key()
-    client.CoreV1Api(api).create_namespaced_config_map(
-        namespace, config_map(namespace, key, kid, expires)
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, api_key(namespace, key, kid, expires, description)
     )
     return kid, key

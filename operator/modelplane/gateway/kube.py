@@ -1,5 +1,4 @@
-"""The gateway's Kubernetes I/O: what it reads (ModelDeployments, Ready model-server pods, API
-key ConfigMaps) and the one thing it writes (the demand annotations of `api/demand.py`).
+"""The gateway's Kubernetes I/O: what it reads (ModelDeployments, Ready model-server pods, ApiKeys) and the one thing it writes (the demand annotations of `api/demand.py`).
 
 Reads are a periodic list (every `refresh_seconds`, default 1 s): three list calls per round per
 gateway replica, level-based, so a restart or a dropped connection needs no resync logic. The
@@ -15,12 +14,12 @@ from typing import Any
 
 from kubernetes import client, config
 
+from modelplane.api.apikey import PLURAL as API_KEYS
 from modelplane.api.demand import ANNOTATION_PENDING_REQUESTS, ANNOTATION_PENDING_REQUESTS_AT
-from modelplane.gateway.keys import LABEL_API_KEY
+from modelplane.api.v1alpha1 import GROUP, VERSION
 
 log = logging.getLogger("modelplane.gateway")
 
-GROUP, VERSION = "modelplane.io", "v1alpha1"
 SERVER_PODS = "app.kubernetes.io/component=model-server"
 
 
@@ -50,17 +49,13 @@ class Kube:
         self.backend_namespace = backend_namespace
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """(ModelDeployments, model-server pods, API key ConfigMaps) as plain dicts."""
+        """(ModelDeployments, model-server pods, ApiKeys) as plain dicts."""
         sanitize = self.api.sanitize_for_serialization
         if not self.namespaces:
             mds = self.custom.list_cluster_custom_object(GROUP, VERSION, "modeldeployments")
             pods = self.core.list_pod_for_all_namespaces(label_selector=SERVER_PODS)
-            cms = self.core.list_config_map_for_all_namespaces(label_selector=LABEL_API_KEY)
-            return (
-                list(mds["items"]),
-                list(sanitize(pods)["items"]),
-                list(sanitize(cms)["items"]),
-            )
+            keys = self.custom.list_cluster_custom_object(GROUP, VERSION, API_KEYS)
+            return list(mds["items"]), list(sanitize(pods)["items"]), list(keys["items"])
         md_items: list[dict[str, Any]] = []
         pod_items: list[dict[str, Any]] = []
         cm_items: list[dict[str, Any]] = []
@@ -68,9 +63,9 @@ class Kube:
             md_items += self.custom.list_namespaced_custom_object(
                 GROUP, VERSION, ns, "modeldeployments"
             )["items"]
-            cm_items += sanitize(
-                self.core.list_namespaced_config_map(ns, label_selector=LABEL_API_KEY)
-            )["items"]
+            cm_items += self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, API_KEYS)[
+                "items"
+            ]
         for ns in sorted({*self.namespaces, self.backend_namespace}):
             pod_items += sanitize(self.core.list_namespaced_pod(ns, label_selector=SERVER_PODS))[
                 "items"
