@@ -5,7 +5,8 @@ in front of the engine emulator at the model-server pods' addresses.
 One OnDemand deployment is created *after* the gateway is up and asked at once: its request is
 held (no Ready replica), the gateway publishes the demand annotations on the ModelDeployment,
 and the request is answered once the replica is Ready; then the annotation drains to "0". Chat
-by alias, streaming with usage, API keys (wrong key 401, another namespace's key 404), /v1/models
+by alias, streaming with usage, embeddings (TEI), a transcription (Whisper, multipart), a
+FineTuned adapter routed to its base's replicas, API keys (wrong key 401, another namespace's key 404), /v1/models
 per key, token metrics, and a hold past its limit answered 503 with Retry-After.
 """
 
@@ -50,14 +51,16 @@ def call(
     key: str | None = None,
     port: int = PORT,
     timeout: float = 30,
+    raw: bytes | None = None,
+    ctype: str = "application/json",
 ) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of one request to the gateway inside the cluster."""
     conn = _Inside(cluster, port, timeout)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": ctype}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     try:
-        data = json.dumps(body).encode() if body is not None else None
+        data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
         conn.request("POST" if data else "GET", path, body=data, headers=headers)
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
@@ -65,19 +68,45 @@ def call(
         conn.close()
 
 
-def md(namespace: str, name: str, **model: Any) -> dict[str, Any]:
+def md(
+    namespace: str,
+    name: str,
+    catalog: str = "llama-v3p1-8b-instruct",
+    engine: dict[str, Any] | None = None,
+    **model: Any,
+) -> dict[str, Any]:
     return {
         "apiVersion": "modelplane.io/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "tier": "OnDemand",
-            "model": {"catalog": "llama-v3p1-8b-instruct", **model},
-            "engine": {"maxContextLength": 8192},
+            "model": {"catalog": catalog, **model},
+            "engine": engine or {"maxContextLength": 8192},
             "accelerator": {"class": "nvidia-h100-80gb", "count": 1},
             "replicas": {"min": 1, "max": 1},
         },
     }
+
+
+def tuned(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelplane.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "tuned", "namespace": namespace},
+        "spec": {
+            "tier": "FineTuned",
+            "base": {"deployment": "chat"},
+            "adapters": [{"name": "sql", "uri": "hf://example-org/llama3-8b-sql-lora"}],
+        },
+    }
+
+
+AUDIO = (
+    b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\nasr\r\n'
+    b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+    b"Content-Type: audio/wav\r\n\r\n" + b"\x00\x01" * 48000 + b"\r\n--XyZ--\r\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +142,16 @@ def test_gateway_routes_holds_meters_and_keys(
         for port in (PORT, PORT + 10):
             wait_for(lambda p=port: _ready(cluster, p), timeout=30, what=f"gateway :{port} ready")
 
-        # ---- hold: the deployment is created now, so no replica is Ready when asked
-        custom.create_namespaced_custom_object(
-            "modelplane.io", "v1alpha1", namespace, "modeldeployments",
+        # ---- hold: the deployments are created now, so no replica is Ready when asked
+        for obj in (
             md(namespace, "chat", aliases=["llama-chat"]),
-        )  # fmt: skip
+            tuned(namespace),
+            md(namespace, "emb", "nomic-embed-text-v1p5", {"type": "TEI"}, servedName="nomic"),
+            md(namespace, "asr", "whisper-v3-turbo", {"maxContextLength": 448}),
+        ):
+            custom.create_namespaced_custom_object(
+                "modelplane.io", "v1alpha1", namespace, "modeldeployments", obj
+            )
         chat = {"model": "chat", "messages": [{"role": "user", "content": "Hello there"}]}
         wait_for(lambda: "chat" in _models(cluster, key), timeout=10, what="route for chat")
         held: dict[str, Any] = {}
@@ -175,6 +209,25 @@ def test_gateway_routes_holds_meters_and_keys(
         )
         assert status == 200, body
 
+        # ---- embeddings (TEI), transcription (Whisper, multipart), a FineTuned adapter
+        for name in ("emb", "asr", "tuned"):
+            wait_for(
+                lambda n=name: _phase(custom, namespace, n) == "Ready",
+                timeout=60,
+                what=f"{name} Ready",
+            )
+        status, _, body = call(cluster, "/v1/embeddings", {"model": "nomic", "input": "hi"}, key)
+        assert status == 200 and json.loads(body)["usage"]["prompt_tokens"] > 0, body
+        status, _, body = call(
+            cluster, "/v1/audio/transcriptions", key=key, raw=AUDIO,
+            ctype="multipart/form-data; boundary=XyZ",
+        )  # fmt: skip
+        assert status == 200 and json.loads(body)["usage"]["type"] == "duration", body
+        status, _, body = call(
+            cluster, "/v1/chat/completions", {**chat, "model": "tuned--sql"}, key
+        )
+        assert status == 200 and json.loads(body)["model"] == "tuned--sql", body
+
         # ---- keys
         status, _, body = call(cluster, "/v1/chat/completions", chat, key[:-4] + "AAAA")
         assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
@@ -185,7 +238,7 @@ def test_gateway_routes_holds_meters_and_keys(
         err = json.loads(body)["error"]
         assert status == 404 and err["code"] == "model_not_found", err
         assert _models(cluster, other_key) == []
-        assert _models(cluster, key) == ["chat", "llama-chat"]
+        assert _models(cluster, key) == ["asr", "chat", "llama-chat", "nomic", "tuned--sql"]
         status, _, body = call(cluster, "/v1/chat/completions", {**chat, "model": "chta"}, key)
         assert status == 404 and "Did you mean chat" in body.decode()
 
@@ -207,7 +260,8 @@ def test_gateway_routes_holds_meters_and_keys(
         tokens = "modelplane_gateway_tokens_total"
         assert total(tokens, namespace=namespace, model="chat", kind="prompt") > 0
         assert total(tokens, namespace=namespace, model="llama-chat", kind="completion") > 0
-        assert total("modelplane_gateway_requests_total", namespace=namespace, code="200") == 5
+        assert total("modelplane_gateway_requests_total", namespace=namespace, code="200") == 8
+        assert total("modelplane_gateway_audio_seconds_total", namespace=namespace) > 0
         assert total("modelplane_gateway_auth_failures_total") == 2
 
         # ---- a hold past its limit: 503 with Retry-After
@@ -244,6 +298,14 @@ def _models(cluster: LocalCluster, key: str, port: int = PORT) -> list[str]:
     status, _, body = call(cluster, "/v1/models", key=key, port=port)
     assert status == 200, body
     return [m["id"] for m in json.loads(body)["data"]]
+
+
+def _phase(custom: Any, namespace: str, name: str) -> str | None:
+    obj = custom.get_namespaced_custom_object(
+        "modelplane.io", "v1alpha1", namespace, "modeldeployments", name
+    )
+    phase: str | None = (obj.get("status") or {}).get("phase")
+    return phase
 
 
 def _annotations(custom: Any, namespace: str) -> dict[str, str]:

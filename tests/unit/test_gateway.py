@@ -113,10 +113,27 @@ async def _engine(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def _transcribe(request: web.Request) -> web.Response:
+    form = await request.post()
+    assert form["model"] == "llama" and form["file"]
+    return web.json_response({"text": "hello", "usage": {"type": "duration", "seconds": 4}})
+
+
+async def _slow(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for _ in range(40):
+        await resp.write(b'data: {"choices": [{"delta": {"content": "x"}}]}\n\n')
+        await asyncio.sleep(0.1)
+    return resp
+
+
 @asynccontextmanager
 async def engine() -> AsyncIterator[int]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _engine)
+    app.router.add_post("/v1/completions", _slow)
+    app.router.add_post("/v1/audio/transcriptions", _transcribe)
     runner = web.AppRunner(app)
     await runner.setup()
     port = _free_port()
@@ -129,10 +146,19 @@ async def engine() -> AsyncIterator[int]:
 
 
 async def call(
-    gw: Gateway, path: str, body: Any = None, key: str | None = None, method: str = "POST"
+    gw: Gateway,
+    path: str,
+    body: Any = None,
+    key: str | None = None,
+    method: str = "POST",
+    raw: bytes | None = None,
+    ctype: str = "application/json",
+    leave_after: float | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
-    raw = json.dumps(body).encode() if body is not None else b""
+    headers.append((b"content-type", ctype.encode()))
+    if raw is None:
+        raw = json.dumps(body).encode() if body is not None else b""
     scope = {"type": "http", "path": path, "method": method, "headers": headers}
     sent = False
     out: dict[str, Any] = {"body": b""}
@@ -140,7 +166,8 @@ async def call(
     async def receive() -> dict[str, Any]:
         nonlocal sent
         if sent:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600 if leave_after is None else leave_after)
+            return {"type": "http.disconnect"}
         sent = True
         return {"type": "http.request", "body": raw, "more_body": False}
 
@@ -198,6 +225,34 @@ def test_gateway_routes_meters_holds() -> None:
                 u = gw.state.usage[("a", "chat")]
                 assert (u.requests, u.prompt_tokens, u.completion_tokens) == (3, 21, 9)
 
+                # transcription: multipart, `model` from its field, audio seconds metered
+                form = (
+                    b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\nllama\r\n'
+                    b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+                    b"Content-Type: audio/wav\r\n\r\n" + b"\x00\x01" * 100 + b"\r\n--XyZ--\r\n"
+                )
+                status, _, body = await call(
+                    gw, "/v1/audio/transcriptions", key=key_a, raw=form,
+                    ctype="multipart/form-data; boundary=XyZ",
+                )  # fmt: skip
+                assert status == 200 and json.loads(body)["text"] == "hello", body
+                assert gw.state.usage[("a", "chat")].audio_seconds == 4
+
+                # a client that leaves mid-stream ends the engine's request too
+                t0 = time.monotonic()
+                status, _, body = await call(
+                    gw, "/v1/completions", {"model": "llama", "prompt": "x", "stream": True},
+                    key_a, leave_after=0.3,
+                )  # fmt: skip
+                assert status == 200 and time.monotonic() - t0 < 2
+                assert (
+                    gw.metrics.registry.get_sample_value(
+                        "modelplane_gateway_client_disconnects_total"
+                    )
+                    == 1
+                )
+                assert gw.state.outstanding == {}
+
                 # keys: none, wrong, another namespace's model
                 status, _, body = await call(gw, "/v1/chat/completions", chat)
                 assert status == 401 and "modelplane keys create" in body.decode()
@@ -233,6 +288,15 @@ def test_gateway_routes_meters_holds() -> None:
                 assert [r[0] for r in results] == [200, 200, 200]
                 await until(lambda: published[-1][2] == 0)
                 assert published[-1][:3] == ("a", "chat", 0)
+
+                # a replica gone between refreshes (connect refused): retried on a fresh table
+                world["pods"] = [pod("a", "127.0.0.2", **{DEP: "chat"})]
+                await gw.refresh()
+                task = asyncio.create_task(call(gw, "/v1/chat/completions", chat, key_a))
+                await asyncio.sleep(0.01)
+                world["pods"] = [pod("a", "127.0.0.1", **{DEP: "chat"})]
+                status, _, body = await task
+                assert status == 200, body
 
                 # past the hold limit: 503 with Retry-After
                 world["pods"] = []

@@ -1,7 +1,8 @@
 """The gateway's ASGI app: keys, routing, hold at zero, replica choice, passthrough, metering.
 
 Requests: `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (JSON, `model` names
-a route of the key's namespace), `GET /v1/models` (the names the key may use). Errors have
+a route of the key's namespace), `/v1/audio/transcriptions` (multipart, its `model` field),
+`GET /v1/models` (the names the key may use). Errors have
 OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`) and say how to fix them.
 
 A request for a route with no Ready replica is held: at most `max_held` per ModelDeployment, for
@@ -12,7 +13,9 @@ the operator's autoscaler reads to scale from zero. Held requests go out as soon
 finds a Ready replica.
 
 Replica choice: the fewest requests this gateway has outstanding on it (ties: round robin).
-A connect error, or `503` before the first byte, is retried once on another replica.
+A connect error, or `503` before the first byte, is retried on another replica (two per round);
+when every replica failed, up to two more rounds on a fresh table without them (held if none is
+left), then `503` with `Retry-After`.
 
 Streaming (`stream: true`) is passed through event by event as it arrives. The gateway asks the
 engine for `stream_options.include_usage` so it can meter tokens, and drops the final usage
@@ -22,6 +25,7 @@ chunk again if the client did not ask for it. Tokens are counted from the engine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -43,7 +47,13 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-PROXIED = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+PROXIED = {
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/audio/transcriptions",
+}
+MULTIPART = {"/v1/audio/transcriptions"}
 STREAMABLE = {"/v1/chat/completions", "/v1/completions"}
 MAX_BODY = 16 * 1024 * 1024
 KEY_HELP = (
@@ -96,11 +106,31 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
             registry=r,
         )
+        self.audio_seconds = Counter(
+            "modelplane_gateway_audio_seconds",
+            "Seconds of audio transcribed (the engines' usage), by namespace, model and key id.",
+            ["namespace", "model", "key"],
+            registry=r,
+        )
+        self.disconnects = Counter(
+            "modelplane_gateway_client_disconnects",
+            "Streams the client left before the end (the engine's request is cancelled).",
+            registry=r,
+        )
         self.upstream_seconds = Histogram(
             "modelplane_gateway_upstream_seconds",
             "Time from sending a request to an engine to the first byte of its answer.",
             registry=r,
         )
+
+
+class UnavailableError(Exception):
+    """Every replica tried failed before the first byte (connect error or 503): worth another
+    round on a fresh table."""
+
+    def __init__(self, tried: list[str], last_error: str) -> None:
+        super().__init__(last_error)
+        self.tried, self.last_error = tried, last_error
 
 
 class HttpError(Exception):
@@ -134,6 +164,7 @@ class Usage:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    audio_seconds: float = 0.0
 
 
 @dataclass
@@ -320,12 +351,17 @@ class Gateway:
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         rec = self._auth(scope)
         raw = await _read_body(receive)
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise HttpError(400, f"The request body is not valid JSON: {e}.") from None
-        if not isinstance(body, dict):
-            raise HttpError(400, "The request body must be a JSON object.")
+        ctype = _header(scope, b"content-type") or "application/json"
+        if path in MULTIPART:
+            body = _multipart_fields(ctype, raw)
+        else:
+            ctype = "application/json"
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise HttpError(400, f"The request body is not valid JSON: {e}.") from None
+            if not isinstance(body, dict):
+                raise HttpError(400, "The request body must be a JSON object.")
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise HttpError(400, "`model` is required: the name of a model.", param="model")
@@ -343,9 +379,26 @@ class Gateway:
             body["stream_options"] = opts
             raw = json.dumps(body).encode()
         code = 500
+        failed: set[str] = set()
         try:
-            endpoints = await self._wait_ready(route)
-            code = await self._forward(route, rec, endpoints, path, raw, stream, wants_usage, send)
+            for attempt in range(3):
+                endpoints = await self._wait_ready(route, failed)
+                try:
+                    code = await self._forward(
+                        route, rec, endpoints, path, raw, ctype, stream, wants_usage, receive, send
+                    )
+                    break
+                except UnavailableError as e:
+                    failed.update(e.tried)
+                    if attempt == 2:
+                        raise HttpError(
+                            503,
+                            f"No replica of `{route.name}` could take the request "
+                            f"({e.last_error}); retry.",
+                            type_="server_error", code="upstream_unavailable",
+                            retry_after=1,
+                        ) from None  # fmt: skip
+                    await self._next_refresh()
         except HttpError as e:
             code = e.status
             raise
@@ -364,8 +417,20 @@ class Gateway:
             msg += " No ModelDeployment serves a model there yet."
         return msg
 
-    async def _wait_ready(self, route: Route) -> list[str]:
-        eps = self.state.table.ready(route)
+    async def _next_refresh(self) -> None:
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout=self.refresh_seconds * 3)
+
+    async def _wait_ready(self, route: Route, avoid: set[str] | None = None) -> list[str]:
+        """Ready endpoints of `route`, those not in `avoid` (replicas that just failed) if there
+        are any; holds the request while there are none."""
+
+        def ready() -> list[str]:
+            eps = self.state.table.ready(route)
+            return [e for e in eps if e not in avoid] or eps if avoid else eps
+
+        eps = ready()
         if eps:
             return eps
         key = (route.namespace, route.demand_on)
@@ -400,7 +465,7 @@ class Gateway:
                 except TimeoutError:
                     continue
                 route = self.state.table.lookup(route.namespace, route.name) or route
-                eps = self.state.table.ready(route)
+                eps = ready()
                 if eps:
                     return eps
         finally:
@@ -424,14 +489,17 @@ class Gateway:
         endpoints: list[str],
         path: str,
         raw: bytes,
+        ctype: str,
         stream: bool,
         wants_usage: bool,
+        receive: Receive,
         send: Send,
     ) -> int:
         assert self._session is not None
         tries = self._order(endpoints)[:2]
         last_error = ""
-        for i, ep in enumerate(tries):
+        started = False
+        for ep in tries:
             out = self.state.outstanding
             out[ep] = out.get(ep, 0) + 1
             try:
@@ -439,42 +507,43 @@ class Gateway:
                 async with self._session.post(
                     f"http://{ep}{path}",
                     data=raw,
-                    headers={"Content-Type": "application/json"},
+                    headers={"Content-Type": ctype},
                 ) as resp:
                     self.metrics.upstream_seconds.observe(time.monotonic() - t0)
-                    if resp.status == 503 and i + 1 < len(tries):
-                        last_error = f"{ep} answered 503"
+                    if resp.status == 503:  # not taking requests (draining, gone): next one
+                        last_error = f"{ep} answered 503: {(await resp.read())[:200]!r}"
                         continue
                     if stream and resp.status == 200:
-                        await self._stream(route, rec, resp, wants_usage, send)
+                        started = True
+                        await self._stream(route, rec, resp, wants_usage, receive, send)
                     else:
                         data = await resp.read()
                         if resp.status == 200:
                             self._meter(route, rec, _usage_of(data))
-                        ctype = resp.headers.get("Content-Type", "application/json").encode()
+                        rtype = resp.headers.get("Content-Type", "application/json").encode()
+                        started = True
                         await send(
                             {
                                 "type": "http.response.start",
                                 "status": resp.status,
-                                "headers": [(b"content-type", ctype)],
+                                "headers": [(b"content-type", rtype)],
                             }
                         )
                         await send({"type": "http.response.body", "body": data})
                     return resp.status
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
+                if started:  # the answer had begun: it ends here, nothing can be retried
+                    log.info("upstream %s broke off mid-answer: %s", ep, e)
+                    with contextlib.suppress(Exception):
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return 502
                 last_error = f"{ep}: {e or type(e).__name__}"
-                if isinstance(e, aiohttp.ServerDisconnectedError) and i > 0:
-                    break
                 continue
             finally:
                 out[ep] -= 1
                 if out[ep] <= 0:
                     del out[ep]
-        raise HttpError(
-            502,
-            f"No replica of `{route.name}` answered ({last_error}); retry.",
-            type_="server_error", code="upstream_unavailable", retry_after=1,
-        )  # fmt: skip
+        raise UnavailableError(tries, last_error)
 
     async def _stream(
         self,
@@ -482,8 +551,11 @@ class Gateway:
         rec: keymod.KeyRecord,
         resp: aiohttp.ClientResponse,
         wants_usage: bool,
+        receive: Receive,
         send: Send,
     ) -> None:
+        """Pass the engine's events on as they arrive; a client that leaves ends the upstream
+        request too (the connection is closed, so the engine aborts it)."""
         await send(
             {
                 "type": "http.response.start",
@@ -496,26 +568,30 @@ class Gateway:
             }
         )
         buf = b""
-        usage: dict[str, Any] | None = None
-        async for chunk in resp.content.iter_any():
-            buf += chunk
-            out = []
-            while b"\n\n" in buf:
-                event, buf = buf.split(b"\n\n", 1)
-                keep, found = _usage_event(event, wants_usage)
-                if found is not None:
-                    usage = found
-                if keep:
-                    out.append(event + b"\n\n")
-            if out:
-                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+        usage: list[dict[str, Any]] = []  # the usage chunk, once seen
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            async for chunk in resp.content.iter_any():
+                if gone.done():
+                    self.metrics.disconnects.inc()
+                    resp.close()
+                    self._meter(route, rec, None)
+                    return
+                buf = await _relay(buf + chunk, wants_usage, send, usage)
+        finally:
+            gone.cancel()
         await send({"type": "http.response.body", "body": buf, "more_body": False})
-        self._meter(route, rec, usage)
+        self._meter(route, rec, usage[-1] if usage else None)
 
     def _meter(self, route: Route, rec: keymod.KeyRecord, usage: dict[str, Any] | None) -> None:
         u = self.state.usage.setdefault((route.namespace, route.deployment), Usage())
         u.requests += 1
         if not usage:
+            return
+        if usage.get("type") == "duration":  # transcription: seconds of audio
+            seconds = float(usage.get("seconds") or 0)
+            self.metrics.audio_seconds.labels(route.namespace, route.name, rec.id).inc(seconds)
+            u.audio_seconds += seconds
             return
         prompt = int(usage.get("prompt_tokens") or 0)
         completion = int(usage.get("completion_tokens") or 0)
@@ -524,6 +600,22 @@ class Gateway:
         m = self.metrics.tokens
         m.labels(route.namespace, route.name, rec.id, "prompt").inc(prompt)
         m.labels(route.namespace, route.name, rec.id, "completion").inc(completion)
+
+
+async def _relay(buf: bytes, wants_usage: bool, send: Send, usage: list[dict[str, Any]]) -> bytes:
+    """Send the complete SSE events in `buf` (appending any usage to `usage`); return the
+    incomplete rest."""
+    out = []
+    while b"\n\n" in buf:
+        event, buf = buf.split(b"\n\n", 1)
+        keep, found = _usage_event(event, wants_usage)
+        if found is not None:
+            usage.append(found)
+        if keep:
+            out.append(event + b"\n\n")
+    if out:
+        await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+    return buf
 
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:
@@ -555,6 +647,44 @@ def _usage_event(event: bytes, wants_usage: bool) -> tuple[bool, dict[str, Any] 
         only_usage = not obj.get("choices")
         return (wants_usage or not only_usage), usage
     return True, None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+def _multipart_fields(ctype: str, raw: bytes) -> dict[str, Any]:
+    """The small text fields of a multipart/form-data body (`model`, ...); files are skipped."""
+    kind, _, params = ctype.partition(";")
+    boundary = ""
+    for p in params.split(";"):
+        k, _, v = p.strip().partition("=")
+        if k.lower() == "boundary":
+            boundary = v.strip('"')
+    if kind.strip().lower() != "multipart/form-data" or not boundary:
+        raise HttpError(
+            400, "Send the audio as multipart/form-data with a `file` and a `model` field."
+        )
+    out: dict[str, Any] = {}
+    for part in raw.split(b"--" + boundary.encode())[1:]:
+        head, sep, value = part.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        disposition = head.decode("latin-1")
+        if "filename=" in disposition or 'name="' not in disposition:
+            continue
+        name = disposition.split('name="', 1)[1].split('"', 1)[0]
+        if len(value) <= 4096:
+            out[name] = value.removesuffix(b"\r\n").decode(errors="replace")
+    return out
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read_body(receive: Receive) -> bytes:
