@@ -6,7 +6,8 @@ One OnDemand deployment is created *after* the gateway is up and asked at once: 
 held (no Ready replica), the gateway publishes the demand annotations on the ModelDeployment,
 and the request is answered once the replica is Ready; then the annotation drains to "0". Chat
 by alias, streaming with usage, embeddings (TEI), a transcription (Whisper, multipart), a
-FineTuned adapter routed to its base's replicas, API keys (wrong key 401, another namespace's key 404), /v1/models
+FineTuned adapter routed to its base's replicas, a Serverless tenant routed to the shared
+backend's replicas, API keys (wrong key 401, another namespace's key 404), /v1/models
 per key, token metrics, and a hold past its limit answered 503 with Retry-After.
 """
 
@@ -102,6 +103,19 @@ def tuned(namespace: str) -> dict[str, Any]:
     }
 
 
+def serverless(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelplane.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "sls", "namespace": namespace},
+        "spec": {
+            "tier": "Serverless",
+            "model": {"catalog": "llama-v3p1-8b-instruct", "servedName": "sls-chat"},
+            "engine": {"maxContextLength": 8192},
+        },
+    }
+
+
 AUDIO = (
     b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\nasr\r\n'
     b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
@@ -148,6 +162,7 @@ def test_gateway_routes_holds_meters_and_keys(
             tuned(namespace),
             md(namespace, "emb", "nomic-embed-text-v1p5", {"type": "TEI"}, servedName="nomic"),
             md(namespace, "asr", "whisper-v3-turbo", {"maxContextLength": 448}),
+            serverless(namespace),
         ):
             custom.create_namespaced_custom_object(
                 "modelplane.io", "v1alpha1", namespace, "modeldeployments", obj
@@ -210,7 +225,7 @@ def test_gateway_routes_holds_meters_and_keys(
         assert status == 200, body
 
         # ---- embeddings (TEI), transcription (Whisper, multipart), a FineTuned adapter
-        for name in ("emb", "asr", "tuned"):
+        for name in ("emb", "asr", "tuned", "sls"):
             wait_for(
                 lambda n=name: _phase(custom, namespace, n) == "Ready",
                 timeout=60,
@@ -227,6 +242,13 @@ def test_gateway_routes_holds_meters_and_keys(
             cluster, "/v1/chat/completions", {**chat, "model": "tuned--sql"}, key
         )
         assert status == 200 and json.loads(body)["model"] == "tuned--sql", body
+        # a Serverless tenant: its name goes to the shared backend's pods (status.backend)
+        backend = custom.get_namespaced_custom_object(
+            "modelplane.io", "v1alpha1", namespace, "modeldeployments", "sls"
+        )["status"]["backend"]
+        assert not backend.startswith(f"{namespace}/")
+        status, _, body = call(cluster, "/v1/chat/completions", {**chat, "model": "sls-chat"}, key)
+        assert status == 200 and json.loads(body)["model"] == "sls-chat", body
 
         # ---- keys
         status, _, body = call(cluster, "/v1/chat/completions", chat, key[:-4] + "AAAA")
@@ -238,7 +260,9 @@ def test_gateway_routes_holds_meters_and_keys(
         err = json.loads(body)["error"]
         assert status == 404 and err["code"] == "model_not_found", err
         assert _models(cluster, other_key) == []
-        assert _models(cluster, key) == ["asr", "chat", "llama-chat", "nomic", "tuned--sql"]
+        assert _models(cluster, key) == [
+            "asr", "chat", "llama-chat", "nomic", "sls-chat", "tuned--sql",
+        ]  # fmt: skip
         status, _, body = call(cluster, "/v1/chat/completions", {**chat, "model": "chta"}, key)
         assert status == 404 and "Did you mean chat" in body.decode()
 
@@ -260,7 +284,7 @@ def test_gateway_routes_holds_meters_and_keys(
         tokens = "modelplane_gateway_tokens_total"
         assert total(tokens, namespace=namespace, model="chat", kind="prompt") > 0
         assert total(tokens, namespace=namespace, model="llama-chat", kind="completion") > 0
-        assert total("modelplane_gateway_requests_total", namespace=namespace, code="200") == 8
+        assert total("modelplane_gateway_requests_total", namespace=namespace, code="200") == 9
         assert total("modelplane_gateway_audio_seconds_total", namespace=namespace) > 0
         assert total("modelplane_gateway_auth_failures_total") == 2
 
