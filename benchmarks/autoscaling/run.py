@@ -1,44 +1,39 @@
-"""Autoscaling benchmark: replay traces against modelplane's policy and baselines.
+"""Autoscaling benchmark: a workload suite replayed against modelplane's policy, the
+baselines, a feasible foresight oracle and a provable lower bound.
 
 Run from the repository root::
 
-    uv run python -m benchmarks.autoscaling.run            # full run, writes the doc
-    uv run python -m benchmarks.autoscaling.run --quick    # smoke run (~seconds)
+    uv run python -m benchmarks.autoscaling.run                      # full suite, writes the doc
+    uv run python -m benchmarks.autoscaling.run --quick              # smoke run, prints only
+    uv run python -m benchmarks.autoscaling.run --trace other.csv    # any Azure-style CSV
 
-Traces:
-
-- ``conv``: the Azure LLM inference trace 2023 (conversation service), the whole hour as
-  recorded (no time scaling), read from ``../shared/data/azure-llm-inference-2023/conv.csv``
-  next to the repository (``--trace`` overrides).
-- ``bursty`` (seeded): 1 h, Poisson at 2 req/s with 3-6 min bursts to 3x every ~12 min
-  and 20 s spikes to 4x in between.
-- ``diurnal`` (seeded): a day compressed into 3 h (time-scaled x8): Poisson with a
-  rate following a cosine from 0.3 req/s (night) to 8 req/s (peak).
-
-Synthetic traces draw prompt/output lengths from the conv trace. Every policy sees the
-same trace, replica model (Llama-3-70B on 4x H100), cold-start model, min 1 / max 16
-replicas, and starts with the replicas the oracle needs at t=0, already warm.
+Fairness (identical for every policy): every run starts from ``min`` replicas (ready, no
+history), nobody decides before t=60 s, every trace's load ramps in linearly over its first
+10 minutes (thinned, seeded), everybody sees the gateway queue, the replica cap is far
+above any need (the cap never decides), and attainment is scored on the requests arriving
+after 60 s + one cold start (270 s), the first moment anyone could have more than ``min``
+ready. See ``DOC_TEMPLATE`` for the families.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import random
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
+from benchmarks.autoscaling import workloads
+from benchmarks.autoscaling.workloads import Trace
 from modelplane.autoscaling.policy import AutoscalingPolicy
 from modelplane_testbed.baselines import (
+    BurstAwareOracle,
     HpaController,
     KpaController,
-    OracleController,
     PolicyController,
     StaticController,
+    lower_bound_gpu_seconds,
 )
 from modelplane_testbed.simulator import (
     LLAMA3_70B_4XH100,
@@ -46,329 +41,448 @@ from modelplane_testbed.simulator import (
     Controller,
     ReplicaModel,
     SimResult,
+    meets_slo,
     simulate,
-    slo_attainment,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TRACE = REPO_ROOT / ".." / "shared" / "data" / "azure-llm-inference-2023" / "conv.csv"
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 
-Trace = list[tuple[float, int, int]]
-
 MODEL: ReplicaModel = LLAMA3_70B_4XH100
 COLD_START = ColdStartModel()
 MIN_REPLICAS = 1
-MAX_REPLICAS = 16
-HPA_KPA_TARGET = 16.0
-
-# modelplane's policy as benchmarked: Fireworks default windows and the same per-replica
-# concurrency target the HPA and KPA baselines get, so the comparison is about the
-# algorithms, not the targets.
-OUR_POLICY = AutoscalingPolicy(
-    min_replicas=MIN_REPLICAS,
-    max_replicas=MAX_REPLICAS,
-    scale_up_window=30.0,
-    scale_down_window=600.0,
-    concurrent_requests=HPA_KPA_TARGET,
-)
+MAX_REPLICAS = 400  # far above any family's need: the cap never decides
+TARGET = 16.0  # per-replica concurrency target, the same for modelplane, HPA and KPA
+WARMUP_S = 60.0
+SLO_GOAL = 0.99
+RAMP_S = 600.0  # every trace's load ramps in linearly over its first 10 minutes
+ORACLE_MARGINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 
 
-def load_conv(path: Path, window_s: float | None = None) -> Trace:
-    """Read conv.csv as (seconds since first request, prompt tokens, output tokens)."""
-    rows: Trace = []
-    t0: float | None = None
-    with path.open(encoding="utf-8") as fh:
-        header = fh.readline().strip().split(",")
-        if header[:3] != ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]:
-            raise SystemExit(f"{path}: unexpected header {header}")
-        for line in fh:
-            ts, ctx, gen = line.strip().split(",")
-            # 7 fractional digits: keep microseconds for fromisoformat
-            stamp = datetime.fromisoformat(ts[:26]).timestamp()
-            if t0 is None:
-                t0 = stamp
-            t = stamp - t0
-            if window_s is not None and t > window_s:
-                break
-            rows.append((t, int(ctx), int(gen)))
-    rows.sort()
-    return rows
-
-
-def _poisson(
-    rate_fn: object, duration: float, peak: float, sizes: Sequence[tuple[int, int]], seed: int
-) -> Trace:
-    """Non-homogeneous Poisson arrivals by thinning; sizes resampled from ``sizes``."""
-    assert callable(rate_fn)
-    rng = random.Random(seed)
-    out: Trace = []
-    t = 0.0
-    while True:
-        t += rng.expovariate(peak)
-        if t >= duration:
-            return out
-        if rng.random() * peak <= rate_fn(t):
-            p, o = sizes[rng.randrange(len(sizes))]
-            out.append((t, p, o))
-
-
-def bursty_trace(sizes: Sequence[tuple[int, int]], duration: float, seed: int = 7) -> Trace:
-    rng = random.Random(seed)
-    base = 2.0
-    bursts: list[tuple[float, float, float]] = []
-    t = 300.0
-    while t < duration:
-        length = rng.uniform(180, 360)
-        bursts.append((t, t + length, 3.0))
-        spike = t + length + rng.uniform(200, 300)
-        bursts.append((spike, spike + 20.0, 4.0))
-        t += rng.uniform(600, 840)
-
-    def rate(x: float) -> float:
-        mult = 1.0
-        for a, b, m in bursts:
-            if a <= x < b:
-                mult = max(mult, m)
-        return base * mult
-
-    return _poisson(rate, duration, base * 4.0, sizes, seed + 1)
-
-
-def diurnal_trace(sizes: Sequence[tuple[int, int]], duration: float, seed: int = 11) -> Trace:
-    lo, hi = 0.3, 8.0
-
-    def rate(x: float) -> float:
-        return lo + (hi - lo) * (1.0 - math.cos(2.0 * math.pi * x / duration)) / 2.0
-
-    return _poisson(rate, duration, hi, sizes, seed)
+def our_policy(target: float = TARGET) -> AutoscalingPolicy:
+    """modelplane's policy at its defaults (Fireworks windows, fast path at 4 queued per
+    ready replica) with the load target every baseline gets."""
+    return AutoscalingPolicy(
+        min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS, concurrent_requests=target
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
     name: str
+    sync_s: float
     attainment: float
     gpu_hours: float
     cold_starts: int
     scale_events: int
-    reversals: int
+    peak: int
 
 
-ORACLE_GRID = [(f, b) for f in (0.9, 0.8, 0.7, 0.6) for b in (0.8, 0.7, 0.6, 0.5, 0.4)]
+@dataclass(frozen=True, slots=True)
+class FamilyResult:
+    name: str
+    title: str
+    requests: int
+    scored: int
+    duration_s: float
+    lower_bound_gpu_hours: float
+    oracle_margin: float
+    oracle_feasible: bool
+    rows: list[Row]
 
 
-def tuned_oracle(trace: Trace, cold: float, slo_goal: float = 0.99) -> OracleController:
-    """The cheapest perfect-foresight schedule (over a grid of sizing margins) whose
-    replay meets ``slo_goal``; if none does, the one with the best attainment."""
-    best: tuple[float, float, OracleController] | None = None
-    for tpot_fraction, busy in ORACLE_GRID:
-        o = OracleController(
-            trace,
-            MODEL,
-            cold,
-            min_replicas=MIN_REPLICAS,
-            max_replicas=MAX_REPLICAS,
-            tpot_fraction=tpot_fraction,
-            max_prefill_busy=busy,
-        )
-        res = simulate(trace, o, MODEL, cold, initial_replicas=o.initial(), horizon_s=trace[-1][0])
-        att = slo_attainment(res, MODEL)
-        # rank: meeting the goal first, then fewer GPU-hours (or higher attainment)
-        key = (0.0, res.gpu_hours) if att >= slo_goal else (1.0, -att)
-        if best is None or key < (best[0], best[1]):
-            best = (key[0], key[1], o)
-    assert best is not None
-    return best[2]
+def _score(res: SimResult, score_from: float) -> tuple[float, int, int]:
+    scored = [r for r in res.requests if r.arrival >= score_from]
+    ok = sum(1 for r in scored if meets_slo(r, MODEL))
+    return (ok / len(scored) if scored else 1.0), ok, len(scored)
 
 
-def run_trace(trace: Trace) -> list[Row]:
+def _row(c: Controller, res: SimResult, score_from: float) -> Row:
+    att, _, _ = _score(res, score_from)
+    peak = max((n for _, n, _ in res.replica_timeline), default=MIN_REPLICAS)
+    return Row(c.name, c.sync_s, att, res.gpu_hours, res.cold_starts, res.scale_events, peak)
+
+
+def _sim(trace: Trace, c: Controller, horizon: float) -> SimResult:
     cold = COLD_START.seconds(MODEL.weights_gb)
-    oracle = tuned_oracle(trace, cold)
-    initial = oracle.initial()
+    return simulate(
+        trace, c, MODEL, cold, initial_replicas=MIN_REPLICAS, horizon_s=horizon, warmup_s=WARMUP_S
+    )
+
+
+def feasible_oracle(
+    trace: Trace, horizon: float, score_from: float
+) -> tuple[BurstAwareOracle, SimResult, bool]:
+    """The burst-aware foresight schedule with the smallest margin whose replay meets the
+    goal (binary search over ``ORACLE_MARGINS``; attainment grows with the margin), or the
+    largest margin when none does."""
+    cold = COLD_START.seconds(MODEL.weights_gb)
+    cache: dict[int, tuple[BurstAwareOracle, SimResult, float]] = {}
+
+    def run(i: int) -> tuple[BurstAwareOracle, SimResult, float]:
+        if i not in cache:
+            o = BurstAwareOracle(
+                trace,
+                MODEL,
+                cold,
+                margin=ORACLE_MARGINS[i],
+                min_replicas=MIN_REPLICAS,
+                max_replicas=MAX_REPLICAS,
+            )
+            res = _sim(trace, o, horizon)
+            cache[i] = (o, res, _score(res, score_from)[0])
+        return cache[i]
+
+    lo, hi = 0, len(ORACLE_MARGINS) - 1
+    if run(hi)[2] < SLO_GOAL:
+        o, res, _ = run(hi)
+        return o, res, False
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if run(mid)[2] >= SLO_GOAL:
+            hi = mid
+        else:
+            lo = mid + 1
+    o, res, _ = run(hi)
+    return o, res, True
+
+
+def run_family(name: str, title: str, trace: Trace, target: float = TARGET) -> FamilyResult:
+    trace = workloads.ramp_in(trace, RAMP_S)
     horizon = trace[-1][0]
+    # nobody, the oracle included, can have more than ``min`` ready before this
+    score_from = WARMUP_S + COLD_START.seconds(MODEL.weights_gb)
+    oracle, oracle_res, feasible = feasible_oracle(trace, horizon, score_from)
+    peak = max(oracle.need, default=MIN_REPLICAS)
     controllers: list[Controller] = [
-        PolicyController(OUR_POLICY),
-        StaticController(max(MIN_REPLICAS, min(MAX_REPLICAS, oracle.peak()))),
-        HpaController(target=HPA_KPA_TARGET, min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS),
-        KpaController(target=HPA_KPA_TARGET, min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS),
+        PolicyController(our_policy(target)),
+        HpaController(target=target, min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS),
+        KpaController(target=target, min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS),
         KpaController(
-            target=HPA_KPA_TARGET,
+            target=target,
             target_utilization=1.0,
             min_replicas=MIN_REPLICAS,
             max_replicas=MAX_REPLICAS,
-            name="kpa-util100",
+            name="kpa-equal",
         ),
-        oracle,
+        StaticController(max(MIN_REPLICAS, min(MAX_REPLICAS, peak))),
     ]
-    rows: list[Row] = []
-    for c in controllers:
-        start = initial if not isinstance(c, StaticController) else c.replicas
-        res: SimResult = simulate(trace, c, MODEL, cold, initial_replicas=start, horizon_s=horizon)
-        rows.append(
-            Row(
-                name=c.name,
-                attainment=slo_attainment(res, MODEL),
-                gpu_hours=res.gpu_hours,
-                cold_starts=res.cold_starts,
-                scale_events=res.scale_events,
-                reversals=res.reversals,
-            )
-        )
-    return rows
+    rows = [_row(c, _sim(trace, c, horizon), score_from) for c in controllers]
+    rows.append(_row(oracle, oracle_res, score_from))
+    lb = lower_bound_gpu_seconds(
+        trace,
+        MODEL,
+        horizon_s=horizon,
+        min_replicas=MIN_REPLICAS,
+        score_from_s=score_from,
+        slo_goal=SLO_GOAL,
+    )
+    scored = sum(1 for a, _, _ in trace if a >= score_from)
+    return FamilyResult(
+        name, title, len(trace), scored, horizon, lb / 3600.0, oracle.margin, feasible, rows
+    )
+
+
+def suite(trace_path: Path, quick: bool) -> list[tuple[str, str, Trace]]:
+    """The workload families (name, title, trace)."""
+    conv_window = 1200.0 if quick else None
+    conv = workloads.load_csv(trace_path, window_s=conv_window)
+    sizes = [(p, o) for _, p, o in conv]
+    dur = 1200.0 if quick else 3600.0
+    hi_load = 1200.0 if quick else 1800.0
+    conv_hi = workloads.load_csv(trace_path, window_s=hi_load)
+    label = trace_path.name
+    fams = [
+        (f"{label} x1", f"{label} as recorded", conv),
+        (
+            f"{label} x10",
+            f"{label} superposed x10 (first {hi_load / 60:.0f} min, seed 1)",
+            workloads.superpose(conv_hi, 10, seed=1),
+        ),
+        (
+            f"{label} x30",
+            f"{label} superposed x30 (first {hi_load / 60:.0f} min, seed 2)",
+            workloads.superpose(conv_hi, 30, seed=2),
+        ),
+        ("prefill-heavy", "prefill-heavy (seed 21)", workloads.prefill_heavy(dur, seed=21)),
+        (
+            "decode-heavy",
+            "decode-heavy (seed 31, x4)",
+            workloads.decode_heavy(dur, scale=4.0, seed=31),
+        ),
+        (
+            "diurnal",
+            "diurnal (seed 11, a day in 2 h)",
+            workloads.diurnal(sizes, 1800.0 if quick else 7200.0, seed=11),
+        ),
+        ("bursty", "bursty (seed 7)", workloads.bursty(sizes, dur, seed=7)),
+    ]
+    return fams
 
 
 def _by(rows: Sequence[Row], name: str) -> Row:
     return next(r for r in rows if r.name == name)
 
 
-def table(title: str, trace: Trace, rows: Sequence[Row]) -> str:
-    oracle, kpa = _by(rows, "oracle"), _by(rows, "kpa")
-    dur = trace[-1][0] if trace else 0.0
+def table(fr: FamilyResult) -> str:
+    oracle, static, kpa = _by(fr.rows, "oracle"), _by(fr.rows, "static-peak"), _by(fr.rows, "kpa")
+    keq = _by(fr.rows, "kpa-equal")
+    feas = "meets 99%" if fr.oracle_feasible else "**does not reach 99% at any margin**"
     lines = [
-        f"### {title} ({len(trace)} requests, {dur / 60:.0f} min)",
+        f"### {fr.title}",
         "",
-        "| policy | SLO attainment | GPU-hours | GPU-h / oracle | GPU-h / KPA | "
-        "SLO / KPA | cold starts | scale events | reversals |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"{fr.requests} requests ({fr.scored} scored) over {fr.duration_s / 60:.0f} min; "
+        f"lower bound {fr.lower_bound_gpu_hours:.1f} GPU-h; oracle margin "
+        f"{fr.oracle_margin:g} ({feas}).",
+        "",
+        "| policy | decides every | SLO attainment | GPU-h | / bound | / oracle | / static-peak "
+        "| / kpa | / kpa-equal | cold starts | scale events | peak replicas |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r in fr.rows:
         lines.append(
-            f"| {r.name} | {100 * r.attainment:.2f}% | {r.gpu_hours:.1f} | "
-            f"{r.gpu_hours / oracle.gpu_hours:.2f} | {r.gpu_hours / kpa.gpu_hours:.2f} | "
-            f"{r.attainment / kpa.attainment:.3f} | {r.cold_starts} | {r.scale_events} | "
-            f"{r.reversals} |"
+            f"| {r.name} | {r.sync_s:g} s | {100 * r.attainment:.2f}% | {r.gpu_hours:.1f} | "
+            f"{r.gpu_hours / fr.lower_bound_gpu_hours:.2f} | {r.gpu_hours / oracle.gpu_hours:.2f} | "
+            f"{r.gpu_hours / static.gpu_hours:.2f} | {r.gpu_hours / kpa.gpu_hours:.2f} | "
+            f"{r.gpu_hours / keq.gpu_hours:.2f} | {r.cold_starts} | {r.scale_events} | "
+            f"{r.peak} |"
         )
     return "\n".join(lines)
 
 
-def run(trace_path: Path, quick: bool) -> dict[str, tuple[Trace, list[Row]]]:
-    conv = load_conv(trace_path, window_s=1200.0 if quick else None)
-    sizes = [(p, o) for _, p, o in conv]
-    traces = {
-        "conv": conv,
-        "bursty": bursty_trace(sizes, 1200.0 if quick else 3600.0),
-        "diurnal": diurnal_trace(sizes, 5400.0 if quick else 3 * 3600.0),
-    }
-    return {name: (tr, run_trace(tr)) for name, tr in traces.items()}
+def summary(results: Sequence[FamilyResult]) -> str:
+    """One line per family for modelplane, then the aggregate over the suite."""
+    lines = [
+        "| family | modelplane SLO | static-peak SLO | oracle SLO | modelplane GPU-h / bound "
+        "| / oracle | / static-peak | / kpa-equal (its SLO) | / hpa (its SLO) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = [r.name for r in results[0].rows] if results else []
+    tot = {n: [0.0, 0.0] for n in names}  # gpu-h, met requests
+    scored_total = 0
+    lb_total = 0.0
+    for fr in results:
+        m, s, o = _by(fr.rows, "modelplane"), _by(fr.rows, "static-peak"), _by(fr.rows, "oracle")
+        keq, hpa = _by(fr.rows, "kpa-equal"), _by(fr.rows, "hpa")
+        lines.append(
+            f"| {fr.name} | {100 * m.attainment:.2f}% | {100 * s.attainment:.2f}% | "
+            f"{100 * o.attainment:.2f}% | {m.gpu_hours / fr.lower_bound_gpu_hours:.2f} | "
+            f"{m.gpu_hours / o.gpu_hours:.2f} | {m.gpu_hours / s.gpu_hours:.2f} | "
+            f"{m.gpu_hours / keq.gpu_hours:.2f} ({100 * keq.attainment:.2f}%) | "
+            f"{m.gpu_hours / hpa.gpu_hours:.2f} ({100 * hpa.attainment:.2f}%) |"
+        )
+        for r in fr.rows:
+            tot[r.name][0] += r.gpu_hours
+            tot[r.name][1] += r.attainment * fr.scored
+        scored_total += fr.scored
+        lb_total += fr.lower_bound_gpu_hours
+    lines += ["", "Against the issue's targets (computed, not written by hand):", ""]
+    lines += [f"- {c}" for c in checks(results)]
+    lines += [
+        "",
+        f"Aggregate over the suite (attainment pooled over {scored_total} scored requests; "
+        f"lower bound {lb_total:.1f} GPU-h):",
+        "",
+        "| policy | SLO attainment | GPU-h | / bound | / oracle | / kpa-equal |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in names:
+        g, met = tot[n]
+        lines.append(
+            f"| {n} | {100 * met / max(scored_total, 1):.2f}% | {g:.1f} | {g / lb_total:.2f} | "
+            f"{g / tot['oracle'][0]:.2f} | {g / tot['kpa-equal'][0]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def checks(results: Sequence[FamilyResult]) -> list[str]:
+    """The issue's must-show targets, family by family, as measured."""
+    out: list[str] = []
+    for fr in results:
+        m, s, o = _by(fr.rows, "modelplane"), _by(fr.rows, "static-peak"), _by(fr.rows, "oracle")
+        if s.attainment < SLO_GOAL:
+            out.append(f"{fr.name}: static peak does not reach 99% ({100 * s.attainment:.2f}%)")
+            continue
+        verdict = [
+            f"SLO {100 * m.attainment:.2f}% {'>=' if m.attainment >= SLO_GOAL else '<'} 99%",
+            f"{m.gpu_hours / o.gpu_hours:.2f}x oracle "
+            f"{'<=' if m.gpu_hours <= 1.3 * o.gpu_hours else '>'} 1.3x",
+            f"{m.gpu_hours / s.gpu_hours:.2f}x static peak "
+            f"{'<=' if m.gpu_hours <= 0.8 * s.gpu_hours else '>'} 0.8x",
+            f"gap to the bound {m.gpu_hours / fr.lower_bound_gpu_hours:.2f}x",
+        ]
+        ok = (
+            m.attainment >= SLO_GOAL
+            and m.gpu_hours <= 1.3 * o.gpu_hours
+            and m.gpu_hours <= 0.8 * s.gpu_hours
+        )
+        out.append(f"{fr.name}: {'met' if ok else '**not met**'} ({'; '.join(verdict)})")
+    if results:
+        n = sum(fr.scored for fr in results)
+
+        def agg(name: str) -> tuple[float, float]:
+            rows = [(_by(fr.rows, name), fr.scored) for fr in results]
+            return sum(r.gpu_hours for r, _ in rows), sum(r.attainment * k for r, k in rows) / n
+
+        (mg, ma), (kg, ka) = agg("modelplane"), agg("kpa-equal")
+        ok = mg < kg and ma >= ka
+        out.append(
+            f"aggregate vs kpa-equal: {'met' if ok else '**not met**'} "
+            f"({mg / kg:.2f}x its GPU-hours at {100 * ma:.2f}% vs {100 * ka:.2f}% attainment)"
+        )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="path to conv.csv")
+    ap.add_argument(
+        "--trace", type=Path, default=DEFAULT_TRACE, help="Azure-style CSV (default: conv.csv)"
+    )
     ap.add_argument("--quick", action="store_true", help="short smoke run; no doc written")
     ap.add_argument("--no-write", action="store_true", help="do not write the doc")
+    ap.add_argument("--only", default="", help="comma-separated family names to run")
+    ap.add_argument("--target", type=float, default=TARGET, help="per-replica concurrency target")
     args = ap.parse_args(argv)
     trace_path: Path = args.trace.resolve()
     if not trace_path.is_file():
         print(f"trace not found: {trace_path} (use --trace PATH)", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    results = run(trace_path, args.quick)
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    results: list[FamilyResult] = []
+    for name, title, trace in suite(trace_path, args.quick):
+        if only and name not in only:
+            continue
+        fr = run_family(name, title, trace, args.target)
+        results.append(fr)
+        print(table(fr), flush=True)
+        print(flush=True)
     elapsed = time.perf_counter() - t0
-    titles = {
-        "conv": "Azure conv trace (2023-11-16)",
-        "bursty": "Synthetic bursty (seed 7)",
-        "diurnal": "Synthetic diurnal (seed 11, one compressed day)",
-    }
-    out = "\n\n".join(table(titles[k], tr, rows) for k, (tr, rows) in results.items())
-    print(out)
+    summ = summary(results)
+    print(summ)
     print(f"\n(simulated in {elapsed:.0f} s)")
-    if not args.quick and not args.no_write:
+    if not args.quick and not args.no_write and not only:
         from benchmarks.report import write_section
 
-        write_section(
-            "autoscaling", render_doc(out).replace("\n# ", "\n## ", 1).replace("# ", "## ", 1)
+        tables = "\n\n".join(table(fr) for fr in results)
+        argv_text = " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+        doc = (
+            DOC_TEMPLATE.replace("{{SUMMARY}}", summ)
+            .replace("{{TABLES}}", tables)
+            .replace("{{ARGS}}", (" " + argv_text) if argv_text else "")
+            .replace("{{ELAPSED}}", f"{elapsed / 60:.0f}")
         )
+        write_section("autoscaling", doc)
         print(f"wrote {DOC_PATH.relative_to(REPO_ROOT)}")
     return 0
 
 
-def render_doc(tables: str) -> str:
-    return DOC_TEMPLATE.replace("{{TABLES}}", tables)
+DOC_TEMPLATE = """## Autoscaling benchmark
 
-
-DOC_TEMPLATE = """# Autoscaling benchmark
-
-Reproduce (pure Python, ~15 s on one core; the results below are deterministic):
+Reproduce (pure Python, deterministic, about {{ELAPSED}} min on one core):
 
 ```sh
-uv run python -m benchmarks.autoscaling.run          # writes this file
-uv run python -m benchmarks.autoscaling.run --quick  # smoke run, prints only
+uv run python -m benchmarks.autoscaling.run{{ARGS}}   # writes this section
+uv run python -m benchmarks.autoscaling.run --quick    # smoke run, prints only
+uv run python -m benchmarks.autoscaling.run --trace path/to/other.csv --no-write
 ```
 
-The conv trace is read from `../shared/data/azure-llm-inference-2023/conv.csv` next to
-the repository (`--trace PATH` to override): the whole hour (19,366 requests, 58 min),
-real time, no scaling. The synthetic traces are seeded: *bursty* (1 h, Poisson 2 req/s
-with 3-6 min bursts to 3x and 20 s spikes to 4x) and *diurnal* (a day compressed into
-3 h, rate on a cosine between 0.3 and 8 req/s); both draw prompt/output lengths from the
-conv trace.
+`--trace` takes any CSV with the Azure LLM inference trace's columns
+(`TIMESTAMP,ContextTokens,GeneratedTokens`); the default is the Azure conv trace 2023
+(CC-BY 4.0, Patel et al., ISCA 2024) read in place from
+`../shared/data/azure-llm-inference-2023/conv.csv`.
 
-## Setup (identical for every policy)
+### Workload suite (`benchmarks/autoscaling/workloads.py`)
+
+- **conv x1**: the trace as recorded (one hour). **x10 / x30**: the first 30 min
+  superposed 10 / 30 times, each copy shifted circularly by a seeded random offset (same
+  shape, 10x / 30x the load).
+- **prefill-heavy** (seed 21): prompts lognormal (median 2,000 tokens), outputs lognormal
+  (median 30); ON periods (mean 150 s) of Poisson 2 req/s plus bursts of 30-90 requests in
+  one second (one per 25 s), alternating with silences (mean 120 s).
+- **decode-heavy** (seed 31): prompts median 300, outputs median 600 (lognormal); Poisson
+  rising 4 -> 12 -> 4 req/s over the hour with a +/-25% 10-minute ripple.
+- **diurnal** (seed 11): a day in 2 h, Poisson on a cosine 0.3 -> 8 req/s, conv sizes.
+- **bursty** (seed 7): Poisson 2 req/s, 3-6 min bursts to 3x and 20 s spikes to 4x.
+
+### Setup (identical for every policy)
 
 - Replica: Llama-3-70B BF16 on 4x H100 (TP4), `modelplane_testbed.simulator.
-  LLAMA3_70B_4XH100`: 17 ms per decode iteration + 0.05 ms per running sequence,
-  prefill 0.08 ms/token, chunked prefill with 8192-token iterations, 256 sequences max.
-  (Estimated from memory bandwidth and FLOPs; see the module docstring. The 8B model in
-  the same module is calibrated to ~36 req/s saturation and 8-13 ms TPOT.)
-- Cold start for every new replica: 90 s node + 20 s image pull (10 GB at 0.5 GB/s) +
-  70 s weights (140 GB at 2 GB/s) + 30 s engine warm-up = **210 s**. GPU time is billed
-  from the scale-up decision until a replica is drained and removed.
-- Routing to the ready replica with the fewest outstanding requests; a gateway queue when
-  all are full or none is ready. Replicas min 1, max 16. Every policy starts with the
-  replicas the oracle wants at t=0, warm; nobody decides before t=60 s.
-- SLO per request: TTFT <= max(450 ms, 3x its isolated prefill time) **and** mean TPOT
-  <= 40 ms. Attainment = share of requests meeting both.
+  LLAMA3_70B_4XH100` (an estimate from bandwidth and FLOPs, see the module). Cold start
+  of every new replica 210 s; GPU time billed from the scale-up decision to removal.
+- Every run starts from `min` = 1 replica, ready, with no history; nobody decides before
+  t = 60 s; replicas max 400 (far above any need: the cap never decides). Every trace's
+  load ramps in over its first 10 minutes (a request at t < 600 s is kept with
+  probability t / 600, seeded), so nobody starts sized for traffic it has not seen.
+  Attainment is scored on the requests arriving after 60 s + one cold start (270 s), the
+  first moment any policy, the oracle included, can have more than `min` ready; GPU-hours
+  count the whole run.
+- SLO per request: TTFT <= max(450 ms, 3x its isolated prefill) and mean TPOT <= 40 ms.
 
-## Policies
+### Policies
 
-- **modelplane**: `policy.decide` with the Fireworks defaults (30 s up window = min
-  recommendation over 30 s, with a fast path when >= 4 requests per ready replica wait;
-  10 min down window = max recommendation over 10 min; scale-to-zero unused since
-  min is 1), load target `concurrentRequests: 16` (the same target as HPA and KPA);
-  scrape every 5 s (instantaneous gauges, counter rates between scrapes), decide every 5 s.
-- **static-peak**: the oracle's peak replica count for the whole run.
-- **hpa**: Kubernetes HPA v2 on a Pods metric (in-flight requests per pod, target 16):
-  15 s sync, 10% tolerance, unready pods counted as 0 on scale-up and missing pods as
-  at-target on scale-down, 300 s scale-down stabilization (max of recommendations),
-  default rate limits (up max(+100%, +4 pods)/15 s).
-- **kpa**: Knative KPA with target concurrency 16 and Knative's default target
-  utilization 70% (so 11.2 per pod), 60 s stable / 6 s panic windows over per-second
-  concurrency averages (activator-buffered requests included), panic at 200%, no
-  scale-down while panicking, max scale-up rate 1000x, max scale-down rate 2x, 2 s tick.
-  **kpa-util100** is the same with 100% utilization (an equal per-pod target).
-- **oracle**: perfect foresight. For each 30 s bucket it sizes the fleet from the replica
-  model's analytic steady state (smallest n with TPOT <= f x 40 ms and prefill busy <= b)
-  and asks at t for the largest need in [t, t + cold start + 30 s]. (f, b) is chosen per
-  trace as the cheapest pair on a grid whose replay reaches 99% attainment, i.e. the
-  oracle is the cheapest foresight schedule meeting the 99% SLO, not an unreachable bound.
+- **modelplane**: `policy.decide` at its defaults (30 s up window, 10 min down window
+  holding the highest recommendation of the window, fast path at 4 queued per ready
+  replica, backlog read as arrival / completion rate), `concurrentRequests: 16`; scrape
+  and decide every 5 s.
+- **hpa**: Kubernetes HPA v2 on in-flight requests per pod (target 16), which here
+  includes the gateway queue as modelplane's does; 15 s sync, 300 s stabilization.
+- **kpa**: Knative KPA at its defaults (target 16 x 70% utilization, 60 s / 6 s windows,
+  panic at 200%), 2 s tick; **kpa-equal** is the same at 100% (an equal per-pod target).
+  Its concurrency includes requests buffered at the activator (the gateway).
+- **static-peak**: the oracle's peak count from t = 60 s on, never scaled down.
+- **oracle**: perfect foresight, asked a cold start ahead. Per 30 s bucket it needs
+  `ceil(margin x max(steady-state need, burst need))`: the steady-state need from the
+  replica model (TPOT <= 32 ms, prefill busy <= 70%), the burst need from the prefill
+  work arriving in each second against those requests' TTFT SLO. The margin is the
+  smallest of a grid (0.5-4) whose replay reaches 99%, so it is a feasible schedule; the
+  table says when no margin reaches it.
+- **lower bound** (`lower_bound_gpu_seconds`): per 60 s interval, the work (prefill
+  compute + decode at a full batch) of the requests arriving and due in it must be done
+  by ready replicas in it, at least `min` replicas always; minus the work of the heaviest
+  1% (which may miss). No schedule can use fewer GPU-hours and meet 99%; it is loose
+  (integrality, cold starts and prefill interference are not counted).
 
-Scale events count changes of the desired replica count; reversals count changes of
-direction between consecutive events.
+Ratios are GPU-hours over the named policy's in the same run. Scale events count changes
+of the desired count.
 
-## Results
+### Summary
+
+{{SUMMARY}}
+
+### Reading the numbers
+
+- The benchmark no longer flatters: with every policy starting from `min`, a ramp-in it
+  has not seen and the same information, modelplane is **below 99% on every family but
+  decode-heavy**: it under-provisions, and its ratios to the oracle and static peak are
+  low because it is short of capacity, not because it is efficient. On decode-heavy it
+  over-provisions instead (100% at 4.7x the oracle's GPU-hours: 16 requests per replica
+  is far below what a replica serves when outputs are long). The issue's must-shows are
+  not met (see the computed lines above).
+- Where it loses, in order: (1) the 30 s up window takes the *minimum* recommendation of
+  an instantaneous gauge scraped every 5 s, so a rising noisy load waits for its troughs
+  to clear the target (on conv ramping in, HPA scaled at 255 s, modelplane at 470 s).
+  Measured in this session with the lower median instead of the minimum (one line in
+  `decide`; not adopted here because it changes the documented meaning of
+  `scaleUpWindow` and the loop's tests): conv x1 96.4% -> 98.7%, x10 90.3% -> 95.0%,
+  diurnal 98.8% -> 99.0%, bursty 97.6% -> 98.0%, at 0.88x / 0.82x / 0.89x / 0.92x the
+  oracle's GPU-hours. (2) `concurrentRequests: 16` is not a capacity: at x10 / x30 the
+  replicas hold ~16 requests with TPOT and prefill queueing past the SLO; the load should
+  be measured in tokens (prefill backlog, KV use) or against measured TTFT / TPOT.
+  (3) prefill-heavy: bursts of 30-90 two-thousand-token prompts in one second need ~40
+  replicas standing (static peak and the oracle), which no reactive signal sampled every
+  5 s sees; only standing capacity sized from burst history (or a gateway queue that
+  absorbs bursts within the TTFT SLO) can hold it.
+- The backlog fix holds: a queue no longer sends the fast path to the cap (before it,
+  conv x10 from one replica went to the 200 cap, held it 10 min, then dropped to 17).
+- The lower bound is loose (about 2-6x below every schedule meeting 99%): it counts
+  work, not the TPOT lost to prefill interference, replica integrality or cold starts.
+  The feasible oracle is the tighter reference.
+
+### Per family
 
 {{TABLES}}
-
-## Reading the numbers
-
-- conv (the target trace): modelplane reaches >= 99% attainment at about the oracle's
-  GPU-hours and under 0.9x the KPA's, with no cold start at all; the KPA's 60 s window
-  scales down between the trace's minute-scale fluctuations and pays 210 s cold starts
-  back. Margins are thin: 99.02% against the 99% goal and 0.88x against 0.9x. Note that
-  on this trace modelplane never changed the count: it kept the 3 replicas it started
-  with, because the 10 min down window always held a minute that needed 3. So here it is
-  right-sized static capacity, and what it shows is that it did not flap. static-peak
-  uses the oracle's peak of 4 replicas.
-- diurnal: about half the GPU-hours of static peak provisioning. Attainment is slightly
-  below HPA/KPA (about 0.5 points): the 30 s up window adds 30 s to every 210 s cold
-  start on the morning ramp.
-- bursty: 3-6 minute bursts are shorter than cold start + windows, so every reactive
-  policy (modelplane, HPA, KPA) misses them; only foresight or static peak capacity
-  meets the SLO there. modelplane does it with far fewer cold starts and scale events
-  than the KPA and fewer GPU-hours than HPA; warm nodes / pre-pulled images (shorter cold
-  starts) are the lever for this shape, not the policy.
-- Ratios, not timings, are the result: the simulator is a model (see
-  `operator/modelplane/autoscaling/simulator.py`), not a measurement of real GPUs.
 """
 
 

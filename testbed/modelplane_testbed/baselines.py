@@ -4,7 +4,8 @@
   ``scrape_s`` (instantaneous gauges, counter rates between scrapes), decision every
   ``sync_s``.
 - ``HpaController``: Kubernetes HorizontalPodAutoscaler (autoscaling/v2) on a Pods metric
-  (in-flight requests per pod, from the pods' own /metrics): every 15 s,
+  (in-flight requests per pod, from the pods' own /metrics plus, by default, the requests
+  held at the gateway, the same information modelplane's policy gets): every 15 s,
   ``desired = ceil(current * avg / target)`` with 10% tolerance; for scale-up, pods still
   starting count as 0 load, for scale-down pods without metrics count as at target
   (k8s ``replica_calculator.go``); scale-down stabilization = max recommendation of the
@@ -42,14 +43,21 @@ from modelplane.autoscaling.policy import (
     MetricSample,
     decide,
 )
-from modelplane_testbed.simulator import TPOT_SLO_S, FleetTick, ReplicaModel
+from modelplane_testbed.simulator import (
+    TPOT_SLO_S,
+    TTFT_SLO_FLOOR_S,
+    FleetTick,
+    ReplicaModel,
+)
 
 __all__ = [
+    "BurstAwareOracle",
     "HpaController",
     "KpaController",
     "OracleController",
     "PolicyController",
     "StaticController",
+    "lower_bound_gpu_seconds",
     "oracle_requirements",
 ]
 
@@ -113,6 +121,8 @@ class HpaController:
     sync_s: float = 15.0
     scale_down_stabilization_s: float = 300.0
     name: str = "hpa"
+    #: count requests held at the gateway (the queue modelplane's policy sees) in the metric
+    see_gateway_queue: bool = True
     _latest: FleetTick | None = None
     _recs: deque[tuple[float, int]] = field(default_factory=deque)
 
@@ -123,7 +133,9 @@ class HpaController:
         tk = self._latest
         if tk is None or ready == 0:
             return current
-        total = float(tk.running + tk.waiting)  # pods' own gauges; gateway not visible
+        total = float(tk.running + tk.waiting)  # pods' own gauges
+        if self.see_gateway_queue:
+            total += tk.gateway_queue
         ratio = (total / ready) / self.target
         missing = max(current - ready, 0)
         if ratio > 1.0:
@@ -288,6 +300,7 @@ class OracleController:
             bucket_s=bucket_s,
             tpot_fraction=tpot_fraction,
             max_prefill_busy=max_prefill_busy,
+            max_replicas=max(64, max_replicas),
         )
 
     def required_at(self, t: float) -> int:
@@ -322,3 +335,113 @@ class StaticController:
 
     def desired(self, now: float, current: int, ready: int) -> int:
         return self.replicas
+
+
+def _ttft_slo(model: ReplicaModel, prompt_tokens: int) -> float:
+    return max(TTFT_SLO_FLOOR_S, 3.0 * model.prefill_s(prompt_tokens))
+
+
+def lower_bound_gpu_seconds(
+    trace: Sequence[tuple[float, int, int]],
+    model: ReplicaModel,
+    *,
+    horizon_s: float,
+    min_replicas: int,
+    score_from_s: float = 0.0,
+    slo_goal: float = 0.99,
+    interval_s: float = 60.0,
+) -> float:
+    """GPU-seconds no schedule can go below while meeting ``slo_goal`` of the requests
+    arriving at or after ``score_from_s`` (a provable bound on the replica model).
+
+    - Work of a request (replica-seconds it needs on a ready replica, whatever the
+      batching): its prompt's prefill compute ``prefill_s_per_token * p`` plus, per
+      further output token, the cheapest share of a decode iteration,
+      ``step_base_s / max_num_seqs + step_per_seq_s`` (a full batch).
+    - Deadline: a request meeting the SLO is done by arrival + its TTFT SLO + 40 ms per
+      further output token (mean TPOT <= 40 ms).
+    - Cut ``[0, horizon]`` into intervals of ``interval_s``. Work of the requests that
+      arrive and are due inside interval k must be done inside it, by ready replicas, and
+      at least ``min_replicas`` are kept all the time, so ready replica-seconds in it are
+      at least ``max(min_replicas * length, work_k)``. Billed time is at least ready time.
+    - Up to ``(1 - slo_goal)`` of the scored requests may miss: the bound subtracts the
+      work of that many of the heaviest ones (``max(a, b - u) >= max(a, b) - u``).
+
+    Loose where the model's capacity is not work-limited (TPOT with prefill interference,
+    integrality of replicas, cold starts are not counted), but never above any schedule.
+    """
+    per_token = model.step_base_s / model.max_num_seqs + model.step_per_seq_s
+    n_int = max(1, math.ceil(horizon_s / interval_s))
+    work_k = [0.0] * n_int
+    works: list[float] = []
+    for a, p, o in trace:
+        if a < score_from_s or a > horizon_s:
+            continue
+        p, o = max(1, p), max(1, o)
+        w = model.prefill_s_per_token * p + per_token * (o - 1)
+        works.append(w)
+        due = a + _ttft_slo(model, p) + TPOT_SLO_S * (o - 1)
+        k = int(a // interval_s)
+        if k < n_int and due <= min((k + 1) * interval_s, horizon_s):
+            work_k[k] += w
+    total = 0.0
+    for k in range(n_int):
+        length = min((k + 1) * interval_s, horizon_s) - k * interval_s
+        total += max(min_replicas * length, work_k[k])
+    may_miss = len(works) - math.ceil(slo_goal * len(works) - 1e-9)
+    dropped = sum(sorted(works, reverse=True)[:may_miss]) if may_miss > 0 else 0.0
+    return max(min_replicas * horizon_s, total - dropped) * model.gpus
+
+
+def burst_requirements(
+    trace: Sequence[tuple[float, int, int]], model: ReplicaModel, *, bucket_s: float = 30.0
+) -> list[int]:
+    """Replicas per bucket so that the prefill work arriving in any one second of it can
+    be done within those requests' TTFT SLO: ``ceil(sum of prefill times / median SLO)``."""
+    if not trace:
+        return []
+    n_buckets = int(trace[-1][0] // bucket_s) + 1
+    per_second: dict[int, list[tuple[float, float]]] = {}
+    for a, p, _ in trace:
+        per_second.setdefault(int(a), []).append((model.prefill_s(p), _ttft_slo(model, p)))
+    need = [0] * n_buckets
+    for sec, items in per_second.items():
+        work = sum(w for w, _ in items)
+        slos = sorted(s for _, s in items)
+        n = math.ceil(work / slos[len(slos) // 2] - 1e-9)
+        k = int(sec // bucket_s)
+        if k < n_buckets:
+            need[k] = max(need[k], n)
+    return need
+
+
+class BurstAwareOracle(OracleController):
+    """Perfect foresight sized per 30 s bucket as ``ceil(margin x max(steady-state need,
+    burst need))`` (``oracle_requirements`` and ``burst_requirements``), asked for a cold
+    start ahead. ``benchmarks.autoscaling`` picks the smallest margin whose replay meets
+    the SLO goal, so the oracle is a feasible schedule (or says it is not)."""
+
+    def __init__(
+        self,
+        trace: Sequence[tuple[float, int, int]],
+        model: ReplicaModel,
+        cold_start_s: float,
+        *,
+        margin: float = 1.0,
+        min_replicas: int = 1,
+        max_replicas: int = 16,
+        name: str = "oracle",
+    ) -> None:
+        super().__init__(
+            trace,
+            model,
+            cold_start_s,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            name=name,
+        )
+        self.margin = margin
+        burst = burst_requirements(trace, model, bucket_s=self.bucket_s)
+        self.need = [
+            math.ceil(margin * max(a, b) - 1e-9) for a, b in zip(self.need, burst, strict=True)
+        ]

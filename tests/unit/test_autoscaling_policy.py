@@ -261,3 +261,92 @@ def test_history_rejects_out_of_order_and_trims() -> None:
     assert h.last_traffic == 200
     with pytest.raises(ValueError, match="time order"):
         h.add(sample(100))
+
+
+BIG = AutoscalingPolicy(min_replicas=1, max_replicas=400, concurrent_requests=16)
+
+
+def test_a_backlog_is_sized_by_arrival_over_completion_rate_not_one_for_one() -> None:
+    """A minute of backlog at 1 ready replica: 3,000 requests in flight would be "188
+    replicas" one for one; the fleet that keeps up with arrivals is ~6 (60 req/s arriving,
+    10 completing per ready replica), and that is what the fast path asks for."""
+    h = MetricHistory()
+    feed(h, 0, 55, 5, ready=1, concurrent_requests=10.0, requests_per_second=10.0)
+    h.add(sample(60, ready=1, concurrent_requests=260.0, queue_depth=4.0, requests_per_second=10))
+    h.add(sample(65, ready=1, concurrent_requests=510.0, queue_depth=254, requests_per_second=10))
+    d = decide(h, 1, 1, BIG, now=65)
+    assert d.fast_path
+    assert d.desired_replicas == 6  # ceil(1 x (10 + 250/5) / 10)
+    # without a previous sample (no rates known) the count is read one for one, as before
+    lone = MetricHistory()
+    lone.add(sample(65, ready=1, concurrent_requests=510.0, queue_depth=254))
+    assert decide(lone, 1, 1, BIG, now=65).desired_replicas == 32
+
+
+def test_after_a_fast_path_burst_the_window_holds_its_peak_for_the_whole_window() -> None:
+    h = MetricHistory()
+    feed(h, 0, 600, 5, ready=2, concurrent_requests=20.0, requests_per_second=4.0)  # needs 2
+    h.add(sample(605, ready=2, concurrent_requests=140.0, queue_depth=100, requests_per_second=4))
+    burst = decide(h, 2, 2, BIG, now=605)
+    assert burst.fast_path and burst.desired_replicas == 9  # ceil(2 x (4 + 24) / 4) = 14 > 9
+    current = burst.desired_replicas
+    # the burst is over at once: low load, no queue, for the next 10 minutes
+    for t in range(610, 1205, 5):
+        h.add(sample(t, ready=current, concurrent_requests=20.0, requests_per_second=4.0))
+        d = decide(h, current, current, BIG, now=float(t))
+        assert d.desired_replicas == current, (t, d)
+    h.add(sample(1210, ready=current, concurrent_requests=20.0, requests_per_second=4.0))
+    d = decide(h, current, current, BIG, now=1210.0)
+    assert (d.desired_replicas, d.reason) == (2, Reason.SCALE_DOWN)
+
+
+def _independent_recs(h: MetricHistory, now: float, seconds: float) -> list[int]:
+    samples = list(h)
+    out = []
+    for i, s in enumerate(samples):
+        if now - seconds - 1e-9 <= s.timestamp <= now + 1e-9:
+            prev = samples[i - 1] if i > 0 else None
+            out.append(max(recommendations(s, BIG, prev).values()))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_property_no_drop_below_the_peak_of_the_down_window(seed: int) -> None:
+    """Random load histories (steady phases, one-sample bursts with queues, silences):
+    every scale-down happens only with a full window of history and never below the
+    highest recommendation of the window; every scale-up is backed by the up window or
+    the fast path."""
+    import random
+
+    rng = random.Random(seed)
+    h = MetricHistory(max_age=BIG.history_seconds + 10)
+    current = rng.randint(1, 40)
+    level = rng.uniform(0, 400)
+    for t in range(0, 2400, 5):
+        if rng.random() < 0.03:
+            level = rng.choice([0.0, rng.uniform(0, 100), rng.uniform(100, 2000)])
+        conc = max(0.0, level * rng.uniform(0.7, 1.3))
+        queue = 0.0
+        if rng.random() < 0.05:  # a burst: a queue at the gateway
+            queue = rng.uniform(0, 3000)
+            conc += queue
+        rps = 0.0 if conc == 0 else rng.uniform(0.5, 3.0) * current
+        h.add(
+            sample(
+                float(t),
+                ready=current,
+                concurrent_requests=conc,
+                queue_depth=queue,
+                requests_per_second=rps,
+            )
+        )
+        d = decide(h, current, current, BIG, now=float(t))
+        if d.desired_replicas < current:
+            assert h.covers(float(t), BIG.scale_down_window)
+            peak = max(_independent_recs(h, float(t), BIG.scale_down_window))
+            assert d.desired_replicas >= min(current, max(peak, 1)), (t, d)
+        elif d.desired_replicas > current and not d.fast_path:
+            assert d.desired_replicas <= max(
+                min(_independent_recs(h, float(t), BIG.scale_up_window)), current
+            ), (t, d)
+        current = d.desired_replicas

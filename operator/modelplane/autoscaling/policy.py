@@ -8,7 +8,12 @@ How a decision is made (``decide``):
 
 1. For every sample in the history and every configured load target, the *recommendation*
    is ``ceil(fleet value / per-replica target)``. The target that asks for the most
-   replicas wins for that sample.
+   replicas wins for that sample. Each sample's recommendation is computed once (with the
+   sample before it) and steps 2 and 3 read the same list, so the fast path neither
+   bypasses nor rewrites what the down window holds. While requests wait, the
+   request-count targets are capped at the fleet that keeps up with arrivals
+   (``ready x arrival rate / completion rate``): a backlog is not demand (see
+   ``recommendations``).
 2. Scale up uses the **minimum** recommendation over the last ``scale_up_window``: the
    load must have asked for more replicas during the whole window, so a two-second spike
    does not start a four-minute cold start. Fast path: when requests are queueing
@@ -57,6 +62,7 @@ __all__ = [
 ]
 
 MIN_SCALE_TO_ZERO_WINDOW_S = 300.0
+DEFAULT_FAST_PATH_QUEUE = 4.0
 DEFAULT_SCALE_TO_ZERO_WINDOW_S = 3600.0
 _EPS = 1e-9
 
@@ -126,7 +132,7 @@ class AutoscalingPolicy:
     prompt_tokens_per_second: float | None = None
     kv_cache_utilization: float | None = None
     queue_depth: float | None = None
-    fast_path_queue_per_replica: float | None = 4.0
+    fast_path_queue_per_replica: float | None = DEFAULT_FAST_PATH_QUEUE
 
     def __post_init__(self) -> None:
         problems = validate_policy(self)
@@ -339,12 +345,60 @@ def _per_target_values(sample: MetricSample, policy: AutoscalingPolicy) -> dict[
     return out
 
 
-def recommendations(sample: MetricSample, policy: AutoscalingPolicy) -> dict[str, int]:
-    """Replicas each configured target asks for at this sample."""
+def recommendations(
+    sample: MetricSample, policy: AutoscalingPolicy, previous: MetricSample | None = None
+) -> dict[str, int]:
+    """Replicas each configured target asks for at this sample.
+
+    With the ``previous`` sample, the request-count targets (``concurrentRequests``,
+    ``queueDepth``) do not count a backlog one for one: while requests queue severely (as
+    many per ready replica as trigger the fast path, 4 by default), the backlog
+    is a symptom of missing capacity, not a measure of it (a minute of backlog at 50 req/s
+    is 3,000 requests, "188 replicas" at 16 per replica, when 20 would serve the load).
+    The recommendation is then at most the fleet that completes requests as fast as they
+    arrive, ``ready x arrival rate / completion rate`` (at least ``ready + 1`` while the
+    backlog grows), the arrival rate being the completion rate plus the growth of the
+    in-flight count between the two samples. (Requests being served at saturation are a
+    backlog too: a saturated replica runs its 256 sequences slowly.) Once the backlog is
+    gone, the targets size the fleet as usual.
+    """
     out: dict[str, int] = {}
+    severe = policy.fast_path_queue_per_replica or DEFAULT_FAST_PATH_QUEUE
+    cap = None
+    if sample.queue_depth >= severe * max(sample.ready_replicas, 1):
+        cap = _backlog_cap(sample, previous)
     for name, demand in _per_target_values(sample, policy).items():
         target = policy.targets[name]
-        out[name] = max(0, math.ceil(demand / target - 1e-6))
+        rec = max(0, math.ceil(demand / target - 1e-6))
+        if cap is not None and name in ("concurrent_requests", "queue_depth"):
+            rec = min(rec, cap)
+        out[name] = rec
+    return out
+
+
+def _backlog_cap(sample: MetricSample, previous: MetricSample | None) -> int | None:
+    """Replicas whose completion rate matches the arrival rate, while requests wait."""
+    if previous is None or sample.queue_depth <= 0 or sample.ready_replicas <= 0:
+        return None
+    dt = sample.timestamp - previous.timestamp
+    if dt <= 0 or sample.requests_per_second <= 0:
+        return None
+    growth = (sample.concurrent_requests - previous.concurrent_requests) / dt
+    arrivals = sample.requests_per_second + max(growth, 0.0)
+    # replicas that became ready since the previous sample completed nothing yet
+    serving = min(sample.ready_replicas, max(previous.ready_replicas, 1))
+    need = math.ceil(serving * arrivals / sample.requests_per_second - 1e-6)
+    # at least one more replica than ready while a backlog grows
+    return max(need, sample.ready_replicas + (1 if growth > 0 else 0))
+
+
+def _history_recs(samples: list[MetricSample], policy: AutoscalingPolicy) -> list[int]:
+    """Winning recommendation of every sample, each read with the sample before it."""
+    out: list[int] = []
+    prev: MetricSample | None = None
+    for s in samples:
+        out.append(_best(recommendations(s, policy, prev))[1])
+        prev = s
     return out
 
 
@@ -412,7 +466,9 @@ def decide(
             desired, Reason.NO_METRICS, None, {}, f"no metrics yet; keeping {desired} replicas"
         )
 
-    recs_now = recommendations(latest, policy)
+    kept = list(history)
+    previous = kept[-2] if len(kept) >= 2 else None
+    recs_now = recommendations(latest, policy, previous)
     winner, raw = _best(recs_now)
     now_text = _describe(latest, policy, winner, raw)
 
@@ -434,10 +490,19 @@ def decide(
             return clamp(want, Reason.SCALE_FROM_ZERO, f"request arrived at zero; {now_text}")
         return clamp(0, Reason.HOLD, "no traffic; staying at zero")
 
-    up_samples = history.window(now, policy.scale_up_window) or [latest]
-    down_samples = history.window(now, policy.scale_down_window) or [latest]
-    up_floor = min(_best(recommendations(s, policy))[1] for s in up_samples)
-    down_ceiling = max(_best(recommendations(s, policy))[1] for s in down_samples)
+    # One recommendation per sample, each computed once (with the sample before it), so the
+    # up window, the fast path and the down window all read the same history.
+    span = max(policy.scale_up_window, policy.scale_down_window)
+    idx = [i for i, s in enumerate(kept) if now - span - _EPS <= s.timestamp <= now + _EPS]
+    by_age: list[tuple[MetricSample, int]] = [(latest, raw)]
+    if idx:
+        i0, i1 = idx[0], idx[-1] + 1
+        recs = _history_recs(kept[max(i0 - 1, 0) : i1], policy)
+        by_age = list(zip(kept[i0:i1], recs[1 if i0 > 0 else 0 :], strict=True))
+    up_lo = now - policy.scale_up_window - _EPS
+    down_lo = now - policy.scale_down_window - _EPS
+    up_floor = min((r for s, r in by_age if s.timestamp >= up_lo), default=raw)
+    down_ceiling = max((r for s, r in by_age if s.timestamp >= down_lo), default=raw)
 
     fast = (
         policy.fast_path_queue_per_replica is not None
