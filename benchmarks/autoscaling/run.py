@@ -46,7 +46,7 @@ from modelplane_testbed.simulator import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TRACE = REPO_ROOT / ".." / "shared" / "data" / "azure-llm-inference-2023" / "conv.csv"
+DEFAULT_TRACE = REPO_ROOT / "benchmarks" / "data" / "azure-llm-inference-2023" / "conv.csv"
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 
 MODEL: ReplicaModel = LLAMA3_70B_4XH100
@@ -390,8 +390,8 @@ uv run python -m benchmarks.autoscaling.run --trace path/to/other.csv --no-write
 
 `--trace` takes any CSV with the Azure LLM inference trace's columns
 (`TIMESTAMP,ContextTokens,GeneratedTokens`); the default is the Azure conv trace 2023
-(CC-BY 4.0, Patel et al., ISCA 2024) read in place from
-`../shared/data/azure-llm-inference-2023/conv.csv`.
+(CC-BY 4.0, Patel et al., ISCA 2024), kept in the repository with its licence at
+`benchmarks/data/azure-llm-inference-2023/`.
 
 ### Workload suite (`benchmarks/autoscaling/workloads.py`)
 
