@@ -163,10 +163,11 @@ GATEWAY_PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "modelplane.io",
         "modeldeployments",
-        ("list", "patch"),
+        ("get", "list", "patch"),
         True,
-        "the routing table (served names, aliases, adapters, Serverless backends); patch: the "
-        "demand annotations (modelplane.io/pending-requests) while requests are held",
+        "the routing table (served names, aliases, adapters, Serverless backends); get and "
+        "patch: the demand annotations (modelplane.io/pending-requests, the sum over gateway "
+        "replicas) while requests are held",
     ),
     Permission("modelplane.io", "apikeys", ("list",), True, "API keys: salted hashes only"),
     Permission("", "pods", ("list",), True, "Ready model-server pods: where requests go"),

@@ -308,3 +308,24 @@ def test_gateway_routes_meters_holds() -> None:
                 await gw.stop()
 
     asyncio.run(main())
+
+
+def test_replicas_publish_the_sum_and_a_drained_one_hides_nothing() -> None:
+    from modelplane.gateway.routing import demand_annotations, replica_key
+
+    now = 1000.0
+    total, changes = demand_annotations({}, "gw-a", 5, now)
+    assert total == 5 and changes == {replica_key("gw-a"): "5@1000"}
+    current = {replica_key("gw-a"): "5@1000"}
+    total, changes = demand_annotations(current, "gw-b", 3, now + 1)
+    assert total == 8
+    current[replica_key("gw-b")] = "3@1001"
+    # b drains: its own entry goes, a's 5 still count
+    total, changes = demand_annotations(current, "gw-b", 0, now + 2)
+    assert total == 5 and changes == {replica_key("gw-b"): None}
+    # a's count goes stale (a stopped without publishing 0): removed, not counted
+    total, changes = demand_annotations(current, "gw-b", 1, now + 100)
+    assert total == 1 and changes[replica_key("gw-a")] is None
+    # garbage in a replica annotation is dropped too
+    total, changes = demand_annotations({replica_key("x"): "lots"}, "gw-b", 0, now)
+    assert total == 0 and changes[replica_key("x")] is None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ from kubernetes import client, config
 from modelplane.api.apikey import PLURAL as API_KEYS
 from modelplane.api.demand import ANNOTATION_PENDING_REQUESTS, ANNOTATION_PENDING_REQUESTS_AT
 from modelplane.api.v1alpha1 import GROUP, VERSION
+from modelplane.gateway.routing import demand_annotations
 
 log = logging.getLogger("modelplane.gateway")
 
@@ -47,6 +50,8 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.namespaces = tuple(namespaces)
         self.backend_namespace = backend_namespace
+        #: This replica's name (the pod's hostname): its own demand annotation.
+        self.replica = socket.gethostname() + f"-{os.getpid()}"
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         """(ModelDeployments, model-server pods, ApiKeys) as plain dicts."""
@@ -73,14 +78,32 @@ class Kube:
         return md_items, pod_items, cm_items
 
     def publish_demand(self, namespace: str, name: str, pending: int, at: float) -> None:
-        body = {
-            "metadata": {
-                "annotations": {
-                    ANNOTATION_PENDING_REQUESTS: str(pending),
-                    ANNOTATION_PENDING_REQUESTS_AT: rfc3339(at),
+        """Publish this replica's held count: its own annotation plus the total of every
+        replica's fresh count in the contract's annotations, written with the object's
+        resourceVersion (a concurrent write by another replica: 409, read again, retry)."""
+        for attempt in range(5):
+            obj = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "modeldeployments", name
+            )
+            meta = obj.get("metadata") or {}
+            total, changes = demand_annotations(
+                meta.get("annotations") or {}, self.replica, pending, at
+            )
+            body = {
+                "metadata": {
+                    "resourceVersion": meta.get("resourceVersion"),
+                    "annotations": {
+                        **changes,
+                        ANNOTATION_PENDING_REQUESTS: str(total),
+                        ANNOTATION_PENDING_REQUESTS_AT: rfc3339(at),
+                    },
                 }
             }
-        }
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, "modeldeployments", name, body
-        )
+            try:
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "modeldeployments", name, body
+                )
+                return
+            except client.ApiException as e:
+                if e.status != 409 or attempt == 4:
+                    raise

@@ -141,3 +141,41 @@ def build_table(
     routes = build_routes(mds)
     groups = {r.pods for r in routes.values() if r.pods is not None}
     return Table(routes, group_endpoints(groups, pods, port))
+
+
+# --------------------------------------------------------------------------- demand of replicas
+REPLICA_ANNOTATION_PREFIX = "gateway.modelplane.io/pending."
+#: A replica's count older than this no longer adds to the total (its replica stopped).
+REPLICA_FRESH_SECONDS = 30.0
+
+
+def replica_key(replica: str) -> str:
+    """The annotation one gateway replica keeps its own count in (`count@epoch`)."""
+    import hashlib
+
+    return REPLICA_ANNOTATION_PREFIX + hashlib.sha256(replica.encode()).hexdigest()[:16]
+
+
+def demand_annotations(
+    current: Mapping[str, str], replica: str, count: int, now: float
+) -> tuple[int, dict[str, str | None]]:
+    """(total, annotation changes) when `replica` now holds `count` requests: its own
+    per-replica annotation is set (removed at 0), stale ones of other replicas are removed, and
+    the total of the fresh ones is what `modelplane.io/pending-requests` must say. Several gateway
+    replicas thus publish their sum, and one that drains never hides another's requests."""
+    mine = replica_key(replica)
+    changes: dict[str, str | None] = {mine: f"{count}@{now:.0f}" if count else None}
+    total = count
+    for k, v in current.items():
+        if not k.startswith(REPLICA_ANNOTATION_PREFIX) or k == mine:
+            continue
+        n, _, at = v.partition("@")
+        try:
+            fresh = now - float(at) <= REPLICA_FRESH_SECONDS and int(n) > 0
+        except ValueError:
+            fresh = False
+        if fresh:
+            total += int(n)
+        else:
+            changes[k] = None
+    return total, changes
