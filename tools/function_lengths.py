@@ -1,6 +1,6 @@
 """Print the longest functions of a source tree (lines from `def` to the function's last line).
 
-    uv run python tools/function_lengths.py [ROOT] [--top N] [--over LINES]
+uv run python tools/function_lengths.py [ROOT] [--top N] [--over LINES]
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = function_lengths(Path(args.root))
     over = [row for row in rows if row[0] > args.over]
-    print(f"{len(rows)} functions, {len(over)} over {args.over} lines, longest {rows[0][0] if rows else 0}")
+    print(
+        f"{len(rows)} functions, {len(over)} over {args.over} lines, longest {rows[0][0] if rows else 0}"
+    )
     for lines, where, name in rows[: args.top]:
         print(f"{lines:5d}  {name:50s} {where}")
 

@@ -36,7 +36,7 @@ import yaml
 from benchmarks.report import write_section
 from modelplane.api.enums import Precision
 from modelplane.catalog.models import get_model
-from modelplane.catalog.sizing import weights_gib
+from modelplane.catalog.sizing import GB_PER_GIB, weights_gib
 from modelplane_testbed.localcluster import LocalCluster, load_layout
 from modelplane_testbed.platform import Platform, accelerator_classes_yaml
 from modelplane_testbed.simulator import ColdStartModel
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.down()
     m = ColdStartModel()
-    gb = weights_gib(get_model("llama-v3p3-70b-instruct"), Precision.FP8) * 1.073741824
+    gb = weights_gib(get_model("llama-v3p3-70b-instruct"), Precision.FP8) * GB_PER_GIB
     cold_model = m.breakdown(gb)
     warm_model = m.breakdown(gb, warm_node=True, image_cached=True, weights_cached=True)
     predicted = cold_model.total_s / warm_model.total_s

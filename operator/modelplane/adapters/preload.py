@@ -27,6 +27,7 @@ from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders import preload as pl
 from modelplane.builders.objects import BuildContext, node_selector
 from modelplane.builders.resolve import ResolveError, resolve
+from modelplane.catalog.sizing import GB_PER_GIB
 
 log = logging.getLogger("modelplane.preload")
 
@@ -107,7 +108,7 @@ class PreloadLoop:
         mine = [
             n for n in nodes if all((n.metadata.labels or {}).get(k) == v for k, v in want.items())
         ]
-        size = pl.weights_gb(r) / 1.073741824
+        size = pl.weights_gb(r) / GB_PER_GIB
         cached = downloading = 0
         message = None
         foreign: list[str] = []

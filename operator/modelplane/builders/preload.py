@@ -7,7 +7,7 @@
   Job writes `COMPLETE_MARKER` last. Serving pods *prefer* cached nodes (never require them:
   the pod template must not change when a node becomes warm) and mount the node's directory
   read-only; the engine loads from it when the marker is there, else the pod downloads the
-  weights itself (`objects.node_cache_init_container`). The Job runs the engine image, so the
+  weights itself (`pod.node_cache_init_container`). The Job runs the engine image, so the
   image is pre-pulled on the node as a side effect.
 * SharedVolume: a ReadOnlyMany claim filled once by a Job; serving pods mount it read-only.
 * warmNodes: N placeholder pods of the model's shape at a negative priority keep N nodes of the
@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelplane.api.enums import PreloadMode
-from modelplane.builders.objects import (
+from modelplane.builders.common import (
     CACHE_MOUNT,
     LABEL_DEPLOYMENT,
     BuildContext,
+    credentials_env,
     labels,
     node_selector,
 )
 from modelplane.builders.resolve import Resolved
 from modelplane.catalog.accelerators import GPU_RESOURCE, LABEL_ACCELERATOR_CLASS
+from modelplane.catalog.sizing import GB_PER_GIB, weights_gib
 
 CACHE_ROOT = "/var/lib/modelplane/cache"
 CACHE_LABEL_PREFIX = "cache.modelplane.io/"
@@ -37,6 +39,10 @@ LABEL_CACHE_KEY = "modelplane.io/cache-key"
 LABEL_CACHE_NODE = "modelplane.io/cache-node"
 LABEL_WARM_POOL = "modelplane.io/warm-pool"
 PLACEHOLDER_IMAGE = "registry.k8s.io/pause:3.10"
+#: Where SharedVolume replicas mount the filled claim (read-only).
+SHARED_MOUNT = "/models/shared"
+#: Written last by a cache or fill Job: the weights beside it are complete.
+COMPLETE_MARKER = ".modelplane-complete"
 
 
 @dataclass(frozen=True)
@@ -61,9 +67,7 @@ def cache_label(r: Resolved) -> str:
 
 def weights_gb(r: Resolved) -> float:
     if r.catalog is not None and r.precision is not None:
-        from modelplane.catalog.sizing import weights_gib
-
-        return weights_gib(r.catalog, r.precision) * 1.073741824
+        return weights_gib(r.catalog, r.precision) * GB_PER_GIB
     return 10.0
 
 
@@ -92,30 +96,8 @@ def job_name(key: str, node: str) -> str:
 def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]:
     """Download the weights onto one node's local disk (retained after the Job is gone)."""
     key = cache_key(r)
-    scheme, _, rest = r.uri.partition("://")
-    script = (
-        "import sys; from huggingface_hub import snapshot_download; "
-        "snapshot_download(sys.argv[1], revision=sys.argv[2] or None, local_dir=sys.argv[3])"
-        # Written last: serving pods use the directory only once this marker is there.
-        f"; open(sys.argv[3] + '/{COMPLETE_MARKER}', 'w').close()"
-        if scheme == "hf"
-        else "import sys; print('object-store weights are streamed at start-up:', sys.argv[1])"
-    )
-    env: list[dict[str, Any]] = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/hf"}]
-    if r.credentials is not None:
-        env.append(
-            {
-                "name": r.engine.hf_token_env,
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": r.credentials.name,
-                        "key": r.credentials.key or "token",
-                    }
-                },
-            }
-        )
-    pod_annotations: dict[str, str] = {}
     meta_labels = {**_cache_labels(r), LABEL_CACHE_KEY: key}
+    pod_annotations: dict[str, str] = {}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -135,27 +117,7 @@ def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]
                     "automountServiceAccountToken": False,
                     "tolerations": [{"operator": "Exists"}],
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [
-                        {
-                            "name": "download",
-                            "image": r.image,
-                            "command": ["python3", "-c", script],
-                            "args": [rest, r.revision or "", cache_dir(r)],
-                            "env": env,
-                            "resources": {
-                                "requests": {"cpu": "1", "memory": "2Gi"},
-                                "limits": {"memory": "4Gi"},
-                            },
-                            "volumeMounts": [
-                                {"name": "cache", "mountPath": cache_dir(r)},
-                                {"name": "hf", "mountPath": CACHE_MOUNT},
-                            ],
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
+                    "containers": [_download_container(r)],
                     "volumes": [
                         {
                             "name": "cache",
@@ -172,8 +134,37 @@ def build_cache_job(r: Resolved, node: str, ctx: BuildContext) -> dict[str, Any]
     }
 
 
-SHARED_MOUNT = "/models/shared"
-COMPLETE_MARKER = ".modelplane-complete"
+def _download_container(r: Resolved) -> dict[str, Any]:
+    """The cache Job's container: the Hub snapshot into the node's cache directory, the
+    complete marker last (object-store weights are streamed by the engine instead)."""
+    rest = r.uri.partition("://")[2]
+    script = (
+        "import sys; from huggingface_hub import snapshot_download; "
+        "snapshot_download(sys.argv[1], revision=sys.argv[2] or None, local_dir=sys.argv[3])"
+        # Written last: serving pods use the directory only once this marker is there.
+        f"; open(sys.argv[3] + '/{COMPLETE_MARKER}', 'w').close()"
+        if r.scheme == "hf"
+        else "import sys; print('object-store weights are streamed at start-up:', sys.argv[1])"
+    )
+    return {
+        "name": "download",
+        "image": r.image,
+        "command": ["python3", "-c", script],
+        "args": [rest, r.revision or "", cache_dir(r)],
+        "env": [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/hf"}, *credentials_env(r)],
+        "resources": {
+            "requests": {"cpu": "1", "memory": "2Gi"},
+            "limits": {"memory": "4Gi"},
+        },
+        "volumeMounts": [
+            {"name": "cache", "mountPath": cache_dir(r)},
+            {"name": "hf", "mountPath": CACHE_MOUNT},
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
 
 
 def claim_name(r: Resolved) -> str:
@@ -182,7 +173,7 @@ def claim_name(r: Resolved) -> str:
 
 def build_shared_volume_claim(r: Resolved, ctx: BuildContext) -> dict[str, Any]:
     """The claim the weights are filled into once, then mounted read-only by every replica."""
-    size = max(int(weights_gb(r) / 1.073741824 * 1.2) + 1, 1)
+    size = max(int(weights_gb(r) / GB_PER_GIB * 1.2) + 1, 1)
     spec: dict[str, Any] = {
         # ReadOnlyMany for the replicas; the fill Job writes it once from a single node.
         "accessModes": ["ReadOnlyMany", "ReadWriteOnce"],
@@ -273,27 +264,27 @@ def build_warm_pool(r: Resolved, n: int, ctx: BuildContext) -> dict[str, Any] | 
                         "runAsUser": 65535,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "containers": [
-                        {
-                            "name": "placeholder",
-                            "image": PLACEHOLDER_IMAGE,
-                            "resources": {
-                                "requests": {
-                                    "cpu": "100m",
-                                    "memory": "64Mi",
-                                    GPU_RESOURCE: str(r.gpu_count),
-                                },
-                                "limits": {"memory": "64Mi", GPU_RESOURCE: str(r.gpu_count)},
-                            },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                                "readOnlyRootFilesystem": True,
-                            },
-                        }
-                    ],
+                    "containers": [_placeholder_container(r)],
                 },
             },
+        },
+    }
+
+
+def _placeholder_container(r: Resolved) -> dict[str, Any]:
+    """A paused container holding the model's GPUs (and almost nothing else)."""
+    gpus = str(r.gpu_count)
+    return {
+        "name": "placeholder",
+        "image": PLACEHOLDER_IMAGE,
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "64Mi", GPU_RESOURCE: gpus},
+            "limits": {"memory": "64Mi", GPU_RESOURCE: gpus},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
         },
     }
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelplane.api.v1alpha1 import ModelDeployment, SecretRef
-from modelplane.builders.objects import BuildContext, labels
+from modelplane.builders.common import BuildContext, labels
 from modelplane.builders.resolve import Resolved
 
 LABEL_BACKEND = "modelplane.io/backend"

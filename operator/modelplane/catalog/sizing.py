@@ -43,6 +43,7 @@ from modelplane.catalog.models import CatalogModel
 
 __all__ = [
     "DEFAULT_GPU_MEMORY_UTILIZATION",
+    "GB_PER_GIB",
     "GIB",
     "NATIVE_PRECISION_FAMILIES",
     "OVERHEAD_PER_GPU_GIB",
@@ -62,6 +63,8 @@ __all__ = [
 ]
 
 GIB = 1024**3
+#: Decimal gigabytes in one GiB (disk sizes and download volumes are quoted in GB).
+GB_PER_GIB = GIB / 1e9
 OVERHEAD_PER_GPU_GIB = 2.0
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
 TENSOR_PARALLEL_SIZES: tuple[int, ...] = (1, 2, 4, 8)

@@ -33,7 +33,7 @@ from typing import Any
 from modelplane.api.enums import EngineType, Precision, Task
 from modelplane.catalog.engines import ENGINES
 from modelplane.catalog.models import CATALOG, CatalogModel
-from modelplane.catalog.sizing import weights_gib
+from modelplane.catalog.sizing import GB_PER_GIB, weights_gib
 from modelplane_testbed.engine_args import check_args, defs_for
 from modelplane_testbed.simulator import ColdStartBreakdown, ColdStartModel
 
@@ -64,7 +64,6 @@ LABEL_CACHE_KEY = "modelplane.io/cache-key"
 CACHE_ROOT = "/var/lib/modelplane/cache"
 CACHE_LABEL_PREFIX = "cache.modelplane.io/"
 DEFAULT_WEIGHTS_GB = 10.0
-GB_PER_GIB = 1.073741824
 
 
 class Engine(StrEnum):
