@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from modelplane.api.enums import (
     EngineType,
@@ -145,7 +146,65 @@ def engine_type_of(md: ModelDeployment) -> EngineType:
 
 
 def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Resolved:
-    """Every serving decision for `md`, or ResolveError."""
+    """Every serving decision for `md`, or ResolveError (checked in the order below: the
+    first problem found is the one reported)."""
+    spec = md.spec
+    src, cat = _source(md)
+    e = spec.engine
+    task = spec.task or (cat.task if cat else Task.CHAT)
+    engine_type = (e.type if e and "type" in e.model_fields_set else None) or (
+        cat.engine if cat else EngineType.VLLM
+    )
+    profile = _profile(engine_type, task)
+    precision = (e.precision if e else None) or (cat.default_precision if cat else None)
+    context = _context(e, cat)
+    uri = src.uri or (cat.uri if cat else "")
+    util = e.gpu_memory_utilization if e else None
+    class_name, count, explanation = _placement(md, cat, precision, context, uri, classes, util)
+    acc = classes[class_name]
+    tp, pp = _parallelism(e, cat, class_name, acc, count)
+    tool_on, parser = _tool_calling(e, cat, profile)
+    unsupported(profile, e, pp)
+    image = (
+        e.image
+        if e and e.image
+        else profile.image_for(
+            acc.gpu_product,
+            acc.gpu_family or accelerator_from_class(class_name, acc).gpu_family,
+            cat.engine_extras if cat else (),
+        )
+    )
+    return Resolved(
+        name=md.metadata.name,
+        namespace=md.metadata.namespace or "default",
+        tier=spec.tier,
+        task=task,
+        catalog=cat,
+        uri=uri,
+        revision=src.revision or (cat.revision if cat else None),
+        served_name=src.served_name or md.metadata.name,
+        aliases=tuple(src.aliases),
+        credentials=src.credentials_secret_ref,
+        engine=profile,
+        image=image,
+        precision=precision,
+        context_length=context,
+        accelerator_class=class_name,
+        accelerator=acc,
+        gpu_count=count,
+        tensor_parallel=tp,
+        pipeline_parallel=pp,
+        gpu_memory_utilization=util,
+        tool_calling=tool_on,
+        tool_parser=parser if tool_on else None,
+        sizing_explanation=explanation,
+        **_engine_options(e),
+        **_replicas_and_preload(md),
+    )
+
+
+def _source(md: ModelDeployment) -> tuple[ModelSource, CatalogModel | None]:
+    """The spec's model source and its catalog entry (None for a model given by uri)."""
     spec = md.spec
     if spec.tier == Tier.FINE_TUNED:
         raise ResolveError(
@@ -159,48 +218,63 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
             "OnDemand to serve your own weights",
         )
     assert src is not None  # the CRD requires it outside FineTuned
-    cat: CatalogModel | None = None
-    if src.catalog:
-        cat = CATALOG.get(src.catalog)
-        if cat is None:
-            known = ", ".join(sorted(CATALOG))
-            raise ResolveError(
-                "UnknownModel",
-                f"model.catalog {src.catalog!r} is not in the catalog; known: {known}",
-            )
-    uri = src.uri or (cat.uri if cat else "")
-    engine_spec = spec.engine
-    task = spec.task or (cat.task if cat else Task.CHAT)
-    engine_type = (
-        engine_spec.type if engine_spec and "type" in engine_spec.model_fields_set else None
-    ) or (cat.engine if cat else EngineType.VLLM)
+    if not src.catalog:
+        return src, None
+    cat = CATALOG.get(src.catalog)
+    if cat is None:
+        known = ", ".join(sorted(CATALOG))
+        raise ResolveError(
+            "UnknownModel",
+            f"model.catalog {src.catalog!r} is not in the catalog; known: {known}",
+        )
+    return src, cat
+
+
+def _profile(engine_type: EngineType, task: Task) -> EngineProfile:
     profile = engine_profile(engine_type)
     if not profile.supports(task):
+        able = (
+            e.value
+            for e in (EngineType.VLLM, EngineType.SGLANG)
+            if engine_profile(e).supports(task)
+        )
         raise ResolveError(
             "EngineUnsupported",
             f"engine {engine_type.value} cannot serve task {task.value}; "
-            f"use one of: {', '.join(e.value for e in (EngineType.VLLM, EngineType.SGLANG) if engine_profile(e).supports(task))}",
+            f"use one of: {', '.join(able)}",
         )
-    precision = (engine_spec.precision if engine_spec else None) or (
-        cat.default_precision if cat else None
-    )
-    context = (engine_spec.max_context_length if engine_spec else None) or (
-        cat.default_context_length if cat else None
-    )
+    return profile
+
+
+def _context(e: Engine | None, cat: CatalogModel | None) -> int | None:
+    context = (e.max_context_length if e else None) or (cat.default_context_length if cat else None)
     if cat and context and context > cat.max_context_length:
         raise ResolveError(
             "ContextTooLong",
             f"engine.maxContextLength {context} exceeds {cat.id}'s native context "
             f"{cat.max_context_length}; lower it",
         )
+    return context
 
+
+def _placement(
+    md: ModelDeployment,
+    cat: CatalogModel | None,
+    precision: Precision | None,
+    context: int | None,
+    uri: str,
+    classes: dict[str, AcceleratorClassSpec],
+    util: float | None,
+) -> tuple[str, int, str]:
+    """(AcceleratorClass, GPUs per replica, how that was decided): sized from the catalog
+    unless the spec names both, on the requested class (or its first existing fallback)."""
     if not classes:
         raise ResolveError(
             "NoAcceleratorClass",
             "no AcceleratorClass exists in the cluster; install the chart's defaults "
             "(defaultAcceleratorClasses=true) or create one",
         )
-    req = spec.accelerator
+    req = md.spec.accelerator
     want_class = req.class_ if req else None
     want_count = req.count if req else None
     if want_class is not None and want_class not in classes:
@@ -212,58 +286,71 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
                 f"{', '.join(sorted(classes))}",
             )
         want_class = fallbacks[0]
-    util = engine_spec.gpu_memory_utilization if engine_spec else None
-    explanation = ""
     if cat is not None and precision is not None and context is not None:
-        candidates = [want_class] if want_class else sorted(classes)
-        accs = [accelerator_from_class(n, classes[n]) for n in candidates]
-        if want_class and want_count:
-            fit = sizing.fits(
-                cat,
-                precision,
-                context,
-                accs[0],
-                want_count,
-                gpu_memory_utilization=util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION,
-            )
-            if isinstance(fit, sizing.NoFit):
-                raise ResolveError(fit.reason, fit.message)
-            plan = fit
-        else:
-            try:
-                if want_class:
-                    plan = _cheapest_on(cat, precision, context, accs[0], util)
-                else:
-                    plan = sizing.plan_accelerator(
-                        cat,
-                        precision,
-                        context,
-                        accs,
-                        gpu_memory_utilization=util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION,
-                    )
-            except sizing.DoesNotFit as e:
-                raise ResolveError("ModelTooLarge", e.message) from None
-            except ValueError as e:
-                raise ResolveError("InvalidModelSettings", str(e)) from None
-        class_name, count, explanation = plan.accelerator, plan.gpu_count, plan.explanation
-    else:
-        if not want_class or not want_count:
-            raise ResolveError(
-                "AcceleratorRequired",
-                "a model given only by model.uri has no catalog sizing: set spec.accelerator.class "
-                "and spec.accelerator.count (and engine.maxContextLength)",
-            )
-        class_name, count = want_class, want_count
-        explanation = f"{count} x {class_name} as requested (no catalog sizing for {uri})"
-    acc = classes[class_name]
+        plan = _sized(cat, precision, context, classes, want_class, want_count, util)
+        return plan.accelerator, plan.gpu_count, plan.explanation
+    if not want_class or not want_count:
+        raise ResolveError(
+            "AcceleratorRequired",
+            "a model given only by model.uri has no catalog sizing: set spec.accelerator.class "
+            "and spec.accelerator.count (and engine.maxContextLength)",
+        )
+    return (
+        want_class,
+        want_count,
+        f"{want_count} x {want_class} as requested (no catalog sizing for {uri})",
+    )
+
+
+def _sized(
+    cat: CatalogModel,
+    precision: Precision,
+    context: int,
+    classes: dict[str, AcceleratorClassSpec],
+    want_class: str | None,
+    want_count: int | None,
+    util: float | None,
+) -> sizing.SizingPlan:
+    """The catalog's sizing: check a requested count, else the cheapest count on the
+    requested class, else the cheapest class and count of all."""
+    candidates = [want_class] if want_class else sorted(classes)
+    accs = [accelerator_from_class(n, classes[n]) for n in candidates]
+    utilization = util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION
+    if want_class and want_count:
+        fit = sizing.fits(
+            cat, precision, context, accs[0], want_count, gpu_memory_utilization=utilization
+        )
+        if isinstance(fit, sizing.NoFit):
+            raise ResolveError(fit.reason, fit.message)
+        return fit
+    try:
+        if want_class:
+            return _cheapest_on(cat, precision, context, accs[0], util)
+        return sizing.plan_accelerator(
+            cat, precision, context, accs, gpu_memory_utilization=utilization
+        )
+    except sizing.DoesNotFit as e:
+        raise ResolveError("ModelTooLarge", e.message) from None
+    except ValueError as e:
+        raise ResolveError("InvalidModelSettings", str(e)) from None
+
+
+def _parallelism(
+    e: Engine | None,
+    cat: CatalogModel | None,
+    class_name: str,
+    acc: AcceleratorClassSpec,
+    count: int,
+) -> tuple[int, int]:
+    """(tensor parallel, pipeline parallel) of a replica of `count` GPUs on one node."""
     if count > acc.gpus_per_node:
         raise ResolveError(
             "InvalidGPUCount",
             f"accelerator.count {count} exceeds the {acc.gpus_per_node} GPUs of one "
             f"{class_name} node; multi-node replicas are not supported yet",
         )
-    pp = engine_spec.pipeline_parallel_size if engine_spec else 1
-    tp = (engine_spec.tensor_parallel_size if engine_spec else None) or max(count // pp, 1)
+    pp = e.pipeline_parallel_size if e else 1
+    tp = (e.tensor_parallel_size if e else None) or max(count // pp, 1)
     if tp * pp > count or count % (tp * pp):
         raise ResolveError(
             "InvalidParallelism",
@@ -275,11 +362,17 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
             f"{cat.id} has {cat.arch.num_attention_heads} attention heads, not divisible by "
             f"tensor parallel size {tp}; use a count that divides it",
         )
+    return tp, pp
 
-    tools = engine_spec.tool_calling if engine_spec else None
+
+def _tool_calling(
+    e: Engine | None, cat: CatalogModel | None, profile: EngineProfile
+) -> tuple[bool, str | None]:
+    """(tool calling on, the tool-call parser: the spec's, else the catalog's default)."""
+    tools = e.tool_calling if e else None
     tool_on = bool(tools and tools.enabled)
     parser = (tools.parser if tools else None) or (
-        cat.tool_call_parser(engine_type) if cat else None
+        cat.tool_call_parser(profile.engine) if cat else None
     )
     if tool_on and not parser:
         raise ResolveError(
@@ -290,63 +383,40 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
     if tool_on and parser and profile.tool_call_parsers and parser not in profile.tool_call_parsers:
         raise ResolveError(
             "UnknownToolParser",
-            f"tool-call parser {parser!r} is not known to {engine_type.value}; known: "
+            f"tool-call parser {parser!r} is not known to {profile.engine.value}; known: "
             f"{', '.join(sorted(profile.tool_call_parsers))}",
         )
-    spec_dec = engine_spec.speculative_decoding if engine_spec else None
-    lora = engine_spec.lora if engine_spec else None
-    unsupported(profile, engine_spec, pp)
-    reps = spec.replicas
-    return Resolved(
-        name=md.metadata.name,
-        namespace=md.metadata.namespace or "default",
-        tier=spec.tier,
-        task=task,
-        catalog=cat,
-        uri=uri,
-        revision=src.revision or (cat.revision if cat else None),
-        served_name=src.served_name or md.metadata.name,
-        aliases=tuple(src.aliases),
-        credentials=src.credentials_secret_ref,
-        engine=profile,
-        image=(
-            engine_spec.image
-            if engine_spec and engine_spec.image
-            else profile.image_for(
-                acc.gpu_product,
-                acc.gpu_family or accelerator_from_class(class_name, acc).gpu_family,
-                cat.engine_extras if cat else (),
-            )
-        ),
-        precision=precision,
-        context_length=context,
-        accelerator_class=class_name,
-        accelerator=acc,
-        gpu_count=count,
-        tensor_parallel=tp,
-        pipeline_parallel=pp,
-        gpu_memory_utilization=util,
-        tool_calling=tool_on,
-        tool_parser=parser if tool_on else None,
-        structured_outputs=engine_spec.structured_outputs if engine_spec else None,
-        speculative_mode=spec_dec.mode if spec_dec else SpeculativeMode.DISABLED,
-        draft_model=spec_dec.draft_model if spec_dec else None,
-        speculative_tokens=spec_dec.num_tokens if spec_dec else 0,
-        lora=lora is not None,
-        max_loras=lora.max_adapters if lora else 0,
-        max_lora_rank=lora.max_rank if lora else 0,
-        extra_args=tuple(engine_spec.args) if engine_spec else (),
-        env=tuple(
-            (e.name, e.value, e.secret_key_ref) for e in (engine_spec.env if engine_spec else [])
-        ),
-        min_replicas=reps.min if reps else 0,
-        max_replicas=reps.effective_max if reps else 1,
-        pinned_replicas=reps.pinned if reps else None,
-        sizing_explanation=explanation,
-        preload_mode=spec.preload.mode if spec.preload else PreloadMode.NONE,
-        warm_nodes=spec.preload.warm_nodes if spec.preload else 0,
-        retain_cache=spec.preload.retain_cache if spec.preload else True,
-    )
+    return tool_on, parser
+
+
+def _engine_options(e: Engine | None) -> dict[str, Any]:
+    """The Resolved fields copied from engine options: outputs, speculation, LoRA, passthrough."""
+    spec_dec = e.speculative_decoding if e else None
+    lora = e.lora if e else None
+    return {
+        "structured_outputs": e.structured_outputs if e else None,
+        "speculative_mode": spec_dec.mode if spec_dec else SpeculativeMode.DISABLED,
+        "draft_model": spec_dec.draft_model if spec_dec else None,
+        "speculative_tokens": spec_dec.num_tokens if spec_dec else 0,
+        "lora": lora is not None,
+        "max_loras": lora.max_adapters if lora else 0,
+        "max_lora_rank": lora.max_rank if lora else 0,
+        "extra_args": tuple(e.args) if e else (),
+        "env": tuple((v.name, v.value, v.secret_key_ref) for v in (e.env if e else [])),
+    }
+
+
+def _replicas_and_preload(md: ModelDeployment) -> dict[str, Any]:
+    """The Resolved fields copied from spec.replicas and spec.preload."""
+    reps, pre = md.spec.replicas, md.spec.preload
+    return {
+        "min_replicas": reps.min if reps else 0,
+        "max_replicas": reps.effective_max if reps else 1,
+        "pinned_replicas": reps.pinned if reps else None,
+        "preload_mode": pre.mode if pre else PreloadMode.NONE,
+        "warm_nodes": pre.warm_nodes if pre else 0,
+        "retain_cache": pre.retain_cache if pre else True,
+    }
 
 
 def unsupported(profile: EngineProfile, e: Engine | None, pipeline_parallel: int) -> None:
