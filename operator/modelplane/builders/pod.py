@@ -65,7 +65,45 @@ def base_pod(r: Resolved) -> Pod:
     """What every model-server pod has, whatever it serves: placement on the accelerator
     class, hardening, GPU resources, graceful drain, a writable cache and /tmp, the
     credentials and the user's env. The engine's parts are empty until `patch_engine`."""
-    container: dict[str, Any] = {
+    spread = [
+        ("topology.kubernetes.io/zone", "DoNotSchedule"),
+        ("kubernetes.io/hostname", "ScheduleAnyway"),
+    ]
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
+        "securityContext": {"fsGroup": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+        "nodeSelector": node_selector(r),
+        "tolerations": gpu_tolerations(r.accelerator),
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": when,
+                "labelSelector": {"matchLabels": selector(r)},
+            }
+            for key, when in spread
+        ],
+        "containers": [_base_container(r)],
+        "volumes": [
+            {"name": "cache", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "8Gi"}},
+        ],
+    }
+    return {
+        "metadata": {
+            "labels": {**labels(r), LABEL_ACCELERATOR_CLASS: r.accelerator_class},
+            # Never evict a loading or serving model to consolidate nodes.
+            "annotations": {"karpenter.sh/do-not-disrupt": "true"},
+        },
+        "spec": spec,
+    }
+
+
+def _base_container(r: Resolved) -> dict[str, Any]:
+    """The server container without its engine: hardened, GPUs, drain, caches, env."""
+    return {
         "name": "server",
         "image": r.image,
         "command": [],
@@ -90,40 +128,6 @@ def base_pod(r: Resolved) -> Pod:
             "readOnlyRootFilesystem": True,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-    }
-    spread = [
-        ("topology.kubernetes.io/zone", "DoNotSchedule"),
-        ("kubernetes.io/hostname", "ScheduleAnyway"),
-    ]
-    spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": GRACE_SECONDS,
-        "securityContext": {"fsGroup": 0, "seccompProfile": {"type": "RuntimeDefault"}},
-        "nodeSelector": node_selector(r),
-        "tolerations": gpu_tolerations(r.accelerator),
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": key,
-                "whenUnsatisfiable": when,
-                "labelSelector": {"matchLabels": selector(r)},
-            }
-            for key, when in spread
-        ],
-        "containers": [container],
-        "volumes": [
-            {"name": "cache", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "8Gi"}},
-        ],
-    }
-    return {
-        "metadata": {
-            "labels": {**labels(r), LABEL_ACCELERATOR_CLASS: r.accelerator_class},
-            # Never evict a loading or serving model to consolidate nodes.
-            "annotations": {"karpenter.sh/do-not-disrupt": "true"},
-        },
-        "spec": spec,
     }
 
 
