@@ -15,12 +15,10 @@ from typing import Any
 
 from modelplane.api.v1alpha1 import API_VERSION, ModelDeployment
 
-#: The spec most tests serve: a small chat model on demand at a short context.
-CHAT: dict[str, Any] = {
-    "tier": "OnDemand",
-    "model": {"catalog": "llama-v3p1-8b-instruct"},
-    "engine": {"maxContextLength": 8192},
-}
+#: Llama 3.1 8B on demand, every other field at its default.
+LLAMA_8B: dict[str, Any] = {"tier": "OnDemand", "model": {"catalog": "llama-v3p1-8b-instruct"}}
+#: The spec most tests serve: that small chat model at a short context.
+CHAT: dict[str, Any] = {**LLAMA_8B, "engine": {"maxContextLength": 8192}}
 #: A small embeddings model (fits any GPU class).
 EMBEDDINGS: dict[str, Any] = {"tier": "OnDemand", "model": {"catalog": "nomic-embed-text-v1p5"}}
 #: Llama 3.3 70B at FP8 on 8 GPUs: the large model of the preload and cold-start runs.
@@ -32,15 +30,8 @@ LLAMA_70B_FP8: dict[str, Any] = {
 
 
 def spec(base: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
-    """A ModelDeployment spec: `base` (default `CHAT`, copied) with top-level `fields` set
-    (a field given as None is left out)."""
-    out = copy.deepcopy(CHAT if base is None else base)
-    for key, value in fields.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = value
-    return out
+    """A ModelDeployment spec: `base` (default `CHAT`, copied) with top-level `fields` set."""
+    return {**copy.deepcopy(CHAT if base is None else base), **fields}
 
 
 def md(

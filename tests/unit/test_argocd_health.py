@@ -32,6 +32,7 @@ from modelplane.reconcile.core import (
     compute_status,
     plan,
 )
+from modelplane_testbed import factories
 
 REPO = Path(__file__).resolve().parents[2]
 ARGOCD = REPO / "examples" / "gitops" / "argocd"
@@ -150,9 +151,7 @@ def test_lua_terminal_table_is_the_failure_reason_enum() -> None:
 
 
 def _md(spec: dict[str, Any]) -> ModelDeployment:
-    return ModelDeployment.model_validate(
-        {"metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 3}, "spec": spec}
-    )
+    return factories.model_deployment("m", "ns", spec, uid="u", generation=3)
 
 
 def _object(md: ModelDeployment, status: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from modelplane.api.demand import (
 )
 from modelplane.autoscaling.policy import MetricSample
 from modelplane.reconcile.core import AutoscalerView
+from modelplane_testbed import factories
 
 NS = "team-a"
 EPOCH = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -54,28 +55,17 @@ def test_the_contract_parses_fresh_counts_and_says_why_it_ignores_others() -> No
 
 
 def md(name: str = "chat", annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {
-            "name": name,
-            "namespace": NS,
-            "uid": "u1",
-            "generation": 1,
-            "annotations": annotations or {},
+    spec = factories.spec(
+        factories.LLAMA_8B,
+        replicas={"min": 0, "max": 4},
+        autoscaling={
+            "scaleUpWindow": "10s",
+            "scaleDownWindow": "30s",
+            "scaleToZeroWindow": "5m",
+            "loadTargets": {"concurrentRequests": 4},
         },
-        "spec": {
-            "tier": "OnDemand",
-            "model": {"catalog": "llama-v3p1-8b-instruct"},
-            "replicas": {"min": 0, "max": 4},
-            "autoscaling": {
-                "scaleUpWindow": "10s",
-                "scaleDownWindow": "30s",
-                "scaleToZeroWindow": "5m",
-                "loadTargets": {"concurrentRequests": 4},
-            },
-        },
-    }
+    )
+    return factories.md(name, NS, spec, uid="u1", generation=1, annotations=annotations or {})
 
 
 @dataclass

@@ -22,6 +22,7 @@ from modelplane.adapters.autoscaler import (
 )
 from modelplane.autoscaling.policy import MetricSample
 from modelplane.reconcile.core import AutoscalerView
+from modelplane_testbed import factories
 
 NS = "team-a"
 
@@ -34,16 +35,11 @@ def md(
     tier: str = "OnDemand",
     uid: str = "u1",
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"tier": tier, "model": {"catalog": "llama-v3p1-8b-instruct"}}
+    spec = factories.spec(factories.LLAMA_8B, tier=tier)
     spec["replicas"] = replicas if replicas is not None else {"min": 1, "max": 4}
     if autoscaling is not None:
         spec["autoscaling"] = autoscaling
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": NS, "uid": uid, "generation": 1},
-        "spec": spec,
-    }
+    return factories.md(name, NS, spec, uid=uid, generation=1)
 
 
 AUTOSCALING = {

@@ -26,7 +26,7 @@ from modelplane.api.enums import EngineType
 from modelplane.catalog.engines import ENGINES, SGLANG, TEI, VLLM, EngineProfile
 from modelplane.catalog.models import CATALOG
 from modelplane.commands import render_documents
-from modelplane_testbed import engine_source
+from modelplane_testbed import engine_source, factories
 from modelplane_testbed.emulator.pods import refusal
 from modelplane_testbed.engine_args import Defs, check_args, defs_for, load_defs, tei_defs
 
@@ -51,12 +51,7 @@ def source_defs(engine: EngineType) -> Defs:
 
 # --------------------------------------------------------------------------- the matrix
 def md(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": "m"},
-        "spec": spec,
-    }
+    return factories.md(name, "m", spec)
 
 
 def _chat(engine: str, **engine_opts: Any) -> dict[str, Any]:

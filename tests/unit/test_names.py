@@ -25,6 +25,7 @@ from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders.objects import BuildContext
 from modelplane.commands import default_classes
 from modelplane.reconcile.core import DeploymentView, Observed, plan
+from modelplane_testbed import factories
 
 REPO = Path(__file__).resolve().parents[2]
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -34,17 +35,9 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def _md(name: str, **spec: Any) -> ModelDeployment:
-    base: dict[str, Any] = {
-        "tier": "OnDemand",
-        "model": {"catalog": "llama-v3p1-8b-instruct"},
-        "engine": {"maxContextLength": 8192},
-        "replicas": {"min": 1, "max": 2},
-        "preload": {"mode": "NodeLocal", "warmNodes": 1},
-    }
-    base.update(spec)
-    return ModelDeployment.model_validate(
-        {"metadata": {"name": name, "namespace": "ns", "uid": "u", "generation": 1}, "spec": base}
-    )
+    preload = {"mode": "NodeLocal", "warmNodes": 1}
+    base = factories.spec(replicas={"min": 1, "max": 2}, preload=preload) | spec
+    return factories.model_deployment(name, "ns", base, uid="u")
 
 
 def children(name: str) -> list[dict[str, Any]]:

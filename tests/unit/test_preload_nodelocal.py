@@ -19,22 +19,19 @@ from modelplane.builders.objects import (
 from modelplane.builders.resolve import resolve
 from modelplane.commands import default_classes
 from modelplane.reconcile.core import DeploymentView, Observed, plan
+from modelplane_testbed import factories
 
 NOW = "2026-01-01T00:00:00Z"
 
 
 def md(**spec: Any) -> ModelDeployment:
-    base: dict[str, Any] = {
-        "tier": "OnDemand",
-        "model": {"catalog": "llama-v3p1-8b-instruct", "credentialsSecretRef": {"name": "hf"}},
-        "engine": {"maxContextLength": 8192},
-        "preload": {"mode": "NodeLocal", "warmNodes": 1},
-        "replicas": {"min": 1, "max": 3},
-    }
-    base.update(spec)
-    return ModelDeployment.model_validate(
-        {"metadata": {"name": "m", "namespace": "ns", "uid": "u-1", "generation": 1}, "spec": base}
+    base = factories.spec(
+        model={"catalog": "llama-v3p1-8b-instruct", "credentialsSecretRef": {"name": "hf"}},
+        preload={"mode": "NodeLocal", "warmNodes": 1},
+        replicas={"min": 1, "max": 3},
     )
+    base.update(spec)
+    return factories.model_deployment("m", "ns", base)
 
 
 def deployment(m: ModelDeployment, view: preload.PreloadView | None) -> dict[str, Any]:

@@ -18,22 +18,15 @@ from modelplane.reconcile.core import (
     status_changed,
     status_patch,
 )
+from modelplane_testbed import factories
 
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:05:00Z"
 
 
 def md(**spec: Any) -> ModelDeployment:
-    base: dict[str, Any] = {
-        "tier": "OnDemand",
-        "model": {"catalog": "llama-v3p1-8b-instruct"},
-        "engine": {"maxContextLength": 8192},
-        "replicas": {"min": 1, "max": 3},
-    }
-    base.update(spec)
-    return ModelDeployment.model_validate(
-        {"metadata": {"name": "m", "namespace": "ns", "uid": "u-1", "generation": 2}, "spec": base}
-    )
+    base = factories.spec(replicas={"min": 1, "max": 3}) | spec
+    return factories.model_deployment("m", "ns", base, generation=2)
 
 
 def observe(
@@ -192,16 +185,12 @@ def test_status_patch_removes_keys_no_longer_reported() -> None:
 
 
 def serverless_md(name: str = "t", ns: str = "a", **engine: Any) -> ModelDeployment:
-    return ModelDeployment.model_validate(
-        {
-            "metadata": {"name": name, "namespace": ns, "uid": f"u-{name}", "generation": 1},
-            "spec": {
-                "tier": "Serverless",
-                "model": {"catalog": "llama-v3p1-8b-instruct", "servedName": f"{name}-llama"},
-                "engine": {"maxContextLength": 8192, **engine},
-            },
-        }
+    spec = factories.spec(
+        tier="Serverless",
+        model={"catalog": "llama-v3p1-8b-instruct", "servedName": f"{name}-llama"},
+        engine={"maxContextLength": 8192, **engine},
     )
+    return factories.model_deployment(name, ns, spec, uid=f"u-{name}")
 
 
 def test_serverless_tenants_of_one_shape_share_a_backend_in_the_operator_namespace() -> None:
