@@ -37,6 +37,7 @@ from benchmarks.report import write_section
 from modelplane.api.enums import Precision
 from modelplane.catalog.models import get_model
 from modelplane.catalog.sizing import GB_PER_GIB, weights_gib
+from modelplane_testbed import factories
 from modelplane_testbed.localcluster import LocalCluster, load_layout
 from modelplane_testbed.platform import Platform, accelerator_classes_yaml
 from modelplane_testbed.simulator import ColdStartModel
@@ -46,21 +47,14 @@ SCALE = 0.05
 
 
 def md(ns: str, name: str, preload: dict[str, Any] | None) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "tier": "OnDemand",
-        "model": {"catalog": "llama-v3p3-70b-instruct"},
-        "engine": {"precision": "FP8", "maxContextLength": 8192},
-        "accelerator": {"class": "nvidia-h200-141gb", "count": 8},
-        "replicas": {"min": 1, "max": 2, "pinned": 1},
-    }
+    spec = factories.spec(
+        factories.LLAMA_70B_FP8,
+        accelerator={"class": "nvidia-h200-141gb", "count": 8},
+        replicas={"min": 1, "max": 2, "pinned": 1},
+    )
     if preload:
         spec["preload"] = preload
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }
+    return factories.md(name, ns, spec)
 
 
 def ready(cluster: LocalCluster, ns: str, name: str) -> int:

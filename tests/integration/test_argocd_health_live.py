@@ -9,6 +9,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from modelplane_testbed import factories
 from modelplane_testbed.localcluster import LocalCluster
 from modelplane_testbed.platform import accelerator_classes_yaml
 from tests.helpers import wait_for
@@ -18,14 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def _md(ns: str, name: str, **spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"tier": "OnDemand", "model": {"catalog": "nomic-embed-text-v1p5"}}
-    base.update(spec)
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": base,
-    }
+    return factories.md(name, ns, factories.spec(factories.EMBEDDINGS) | spec)
 
 
 def test_health_verdicts_on_captured_objects(

@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from modelplane_testbed import factories
 from modelplane_testbed.localcluster import LocalCluster
 from modelplane_testbed.platform import ChartRelease, accelerator_classes_yaml
 from tests.helpers import wait_for
@@ -30,12 +31,7 @@ FAST = {"scaleUpWindow": "5s", "scaleDownWindow": "5m"}
 
 
 def md(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }
+    return factories.md(name, ns, spec)
 
 
 def on_demand(ns: str, name: str, catalog: str, engine: dict[str, Any], **extra: Any) -> Any:

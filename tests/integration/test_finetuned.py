@@ -10,6 +10,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from modelplane_testbed import factories
 from modelplane_testbed.localcluster import LocalCluster
 from modelplane_testbed.platform import accelerator_classes_yaml
 from tests.helpers import wait_for
@@ -18,31 +19,20 @@ pytestmark = pytest.mark.integration
 
 
 def base_md(ns: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "base", "namespace": ns},
-        "spec": {
-            "tier": "OnDemand",
-            "model": {"catalog": "llama-v3p1-8b-instruct"},
-            "engine": {"maxContextLength": 8192},
-            "accelerator": {"class": "nvidia-h100-80gb", "count": 1},
-            "replicas": {"min": 1, "max": 4, "pinned": 2},
-        },
-    }
+    spec = factories.spec(
+        accelerator={"class": "nvidia-h100-80gb", "count": 1},
+        replicas={"min": 1, "max": 4, "pinned": 2},
+    )
+    return factories.md("base", ns, spec)
 
 
 def tuned_md(ns: str, adapters: list[tuple[str, str]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "tuned", "namespace": ns},
-        "spec": {
-            "tier": "FineTuned",
-            "base": {"deployment": "base"},
-            "adapters": [{"name": n, "uri": u} for n, u in adapters],
-        },
+    spec = {
+        "tier": "FineTuned",
+        "base": {"deployment": "base"},
+        "adapters": [{"name": n, "uri": u} for n, u in adapters],
     }
+    return factories.md("tuned", ns, spec)
 
 
 ADAPTERS = [

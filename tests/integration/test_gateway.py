@@ -25,6 +25,7 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelplane.gateway import keys
+from modelplane_testbed import factories
 from modelplane_testbed.localcluster import LocalCluster
 from modelplane_testbed.localcluster.netns import open_connection
 from modelplane_testbed.platform import ChartRelease, Platform
@@ -76,18 +77,13 @@ def md(
     engine: dict[str, Any] | None = None,
     **model: Any,
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "tier": "OnDemand",
-            "model": {"catalog": catalog, **model},
-            "engine": engine or {"maxContextLength": 8192},
-            "accelerator": {"class": "nvidia-h100-80gb", "count": 1},
-            "replicas": {"min": 1, "max": 1},
-        },
-    }
+    spec = factories.spec(
+        model={"catalog": catalog, **model},
+        engine=engine or {"maxContextLength": 8192},
+        accelerator={"class": "nvidia-h100-80gb", "count": 1},
+        replicas={"min": 1, "max": 1},
+    )
+    return factories.md(name, namespace, spec)
 
 
 def tuned(namespace: str) -> dict[str, Any]:

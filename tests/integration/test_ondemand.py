@@ -9,6 +9,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from modelplane_testbed import factories
 from modelplane_testbed.localcluster import LocalCluster
 from modelplane_testbed.platform import accelerator_classes_yaml
 from tests.helpers import REPO, audit_writes, wait_for
@@ -103,19 +104,7 @@ def test_examples_reach_ready_on_the_right_accelerators(
 
 
 def _md(ns: str, name: str, **spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "tier": "OnDemand",
-        "model": {"catalog": "llama-v3p1-8b-instruct"},
-        "engine": {"maxContextLength": 8192},
-        "replicas": {"min": 1, "max": 2},
-    }
-    base.update(spec)
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": base,
-    }
+    return factories.md(name, ns, factories.spec(replicas={"min": 1, "max": 2}) | spec)
 
 
 def test_spec_change_rolls_and_idle_resync_makes_no_writes(

@@ -11,6 +11,7 @@ import yaml
 
 from modelplane.api.enums import CapacityProvider
 from modelplane.permissions import PERMISSIONS, required
+from modelplane_testbed import factories
 from modelplane_testbed.harness import audit_events
 from modelplane_testbed.localcluster import LocalCluster
 from modelplane_testbed.platform import ChartRelease, accelerator_classes_yaml
@@ -21,18 +22,9 @@ pytestmark = pytest.mark.integration
 
 
 def _md(ns: str, name: str, **spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "tier": "OnDemand",
-        "model": {"catalog": "nomic-embed-text-v1p5"},
-        "accelerator": {"class": "nvidia-a10g-24gb", "count": 1},
-    }
-    base.update(spec)
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": base,
-    }
+    accelerator = {"class": "nvidia-a10g-24gb", "count": 1}
+    base = factories.spec(factories.EMBEDDINGS, accelerator=accelerator) | spec
+    return factories.md(name, ns, base)
 
 
 def _phase(cluster: LocalCluster, ns: str, name: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from modelplane_testbed import factories
 from modelplane_testbed.localcluster import LocalCluster
 from modelplane_testbed.platform import accelerator_classes_yaml
 from tests.helpers import wait_for
@@ -22,21 +23,14 @@ CLASS = "nvidia-h200-141gb"
 
 
 def md(ns: str, name: str, pinned: int, preload: dict[str, Any] | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "tier": "OnDemand",
-        "model": {"catalog": "llama-v3p3-70b-instruct"},
-        "engine": {"precision": "FP8", "maxContextLength": 8192},
-        "accelerator": {"class": CLASS, "count": 8},
-        "replicas": {"min": 1, "max": 3, "pinned": pinned},
-    }
+    spec = factories.spec(
+        factories.LLAMA_70B_FP8,
+        accelerator={"class": CLASS, "count": 8},
+        replicas={"min": 1, "max": 3, "pinned": pinned},
+    )
     if preload:
         spec["preload"] = preload
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }
+    return factories.md(name, ns, spec)
 
 
 def ready_pods(core: Any, ns: str, name: str) -> list[Any]:
