@@ -103,6 +103,51 @@ def _conditions_as_map(status: Schema) -> Schema:
     return status
 
 
+#: `kubectl get mdep` (priority 1: only with -o wide); Age is added.
+MODEL_DEPLOYMENT_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
+    {"name": "Model", "type": "string", "jsonPath": ".status.model"},
+    {"name": "Accel", "type": "string", "jsonPath": ".status.accelerator.class"},
+    {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint.url"},
+    {"name": "Cost/h", "type": "string", "jsonPath": ".status.cost.gpuHourly", "priority": 1},
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "priority": 1,
+    },
+]
+
+#: `kubectl get accel`; Age is added.
+ACCELERATOR_CLASS_COLUMNS: list[dict[str, Any]] = [
+    {"name": "GPU", "type": "string", "jsonPath": ".spec.gpuProduct"},
+    {"name": "Memory", "type": "integer", "jsonPath": ".spec.gpuMemoryGiB"},
+    {"name": "Per-Node", "type": "integer", "jsonPath": ".spec.gpusPerNode"},
+    {"name": "$/GPU-h", "type": "string", "jsonPath": ".spec.pricePerGPUHour"},
+]
+
+#: `kubectl get apikeys`; Age is added.
+API_KEY_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Expires", "type": "string", "jsonPath": ".spec.expires"},
+    {"name": "Description", "type": "string", "jsonPath": ".spec.description"},
+]
+
+AGE_COLUMN: dict[str, Any] = {
+    "name": "Age",
+    "type": "date",
+    "jsonPath": ".metadata.creationTimestamp",
+}
+
+
+def _printer_columns(columns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The columns with Age after the default ones, before the -o wide ones (kubectl's habit)."""
+    narrow = [c for c in columns if not c.get("priority")]
+    wide = [c for c in columns if c.get("priority")]
+    return [*narrow, dict(AGE_COLUMN), *wide]
+
+
 def _version(
     spec: Schema,
     status: Schema | None,
@@ -127,7 +172,7 @@ def _version(
         "served": True,
         "storage": True,
         "schema": {"openAPIV3Schema": root},
-        "additionalPrinterColumns": columns,
+        "additionalPrinterColumns": _printer_columns(columns),
     }
     sub: dict[str, Any] = {}
     if status is not None:
@@ -144,76 +189,21 @@ def _version(
 
 
 def model_deployment_crd() -> dict[str, Any]:
-    cols: list[dict[str, Any]] = [
-        {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
-        {"name": "Model", "type": "string", "jsonPath": ".status.model"},
-        {"name": "Accel", "type": "string", "jsonPath": ".status.accelerator.class"},
-        {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint.url"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        {"name": "Cost/h", "type": "string", "jsonPath": ".status.cost.gpuHourly", "priority": 1},
-        {
-            "name": "Reason",
-            "type": "string",
-            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-            "priority": 1,
-        },
-    ]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"modeldeployments.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": "ModelDeployment",
-                "listKind": "ModelDeploymentList",
-                "plural": "modeldeployments",
-                "singular": "modeldeployment",
-                "shortNames": ["mdep"],
-                "categories": ["modelplane"],
-            },
-            "versions": [
-                _version(
-                    openapi_schema(ModelDeploymentSpec),
-                    _conditions_as_map(openapi_schema(ModelDeploymentStatus)),
-                    cols,
-                    scale=True,
-                    root_rules=NAME_RULES,
-                )
-            ],
-        },
-    }
+    version = _version(
+        openapi_schema(ModelDeploymentSpec),
+        _conditions_as_map(openapi_schema(ModelDeploymentStatus)),
+        MODEL_DEPLOYMENT_COLUMNS,
+        scale=True,
+        root_rules=NAME_RULES,
+    )
+    return _crd("ModelDeployment", "modeldeployments", "Namespaced", version, short_name="mdep")
 
 
 def accelerator_class_crd() -> dict[str, Any]:
-    cols: list[dict[str, Any]] = [
-        {"name": "GPU", "type": "string", "jsonPath": ".spec.gpuProduct"},
-        {"name": "Memory", "type": "integer", "jsonPath": ".spec.gpuMemoryGiB"},
-        {"name": "Per-Node", "type": "integer", "jsonPath": ".spec.gpusPerNode"},
-        {"name": "$/GPU-h", "type": "string", "jsonPath": ".spec.pricePerGPUHour"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"acceleratorclasses.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": "Cluster",
-            "names": {
-                "kind": "AcceleratorClass",
-                "listKind": "AcceleratorClassList",
-                "plural": "acceleratorclasses",
-                "singular": "acceleratorclass",
-                "shortNames": ["accel"],
-                "categories": ["modelplane"],
-            },
-            "versions": [_version(openapi_schema(AcceleratorClassSpec), None, cols, scale=False)],
-        },
-    }
+    version = _version(
+        openapi_schema(AcceleratorClassSpec), None, ACCELERATOR_CLASS_COLUMNS, scale=False
+    )
+    return _crd("AcceleratorClass", "acceleratorclasses", "Cluster", version, short_name="accel")
 
 
 def all_crds() -> dict[str, dict[str, Any]]:
@@ -226,27 +216,28 @@ def all_crds() -> dict[str, dict[str, Any]]:
 
 
 def api_key_crd() -> dict[str, Any]:
-    cols: list[dict[str, Any]] = [
-        {"name": "Expires", "type": "string", "jsonPath": ".spec.expires"},
-        {"name": "Description", "type": "string", "jsonPath": ".spec.description"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
+    version = _version(openapi_schema(apikey.ApiKeySpec), None, API_KEY_COLUMNS, scale=False)
+    return _crd(apikey.KIND, apikey.PLURAL, "Namespaced", version)
+
+
+def _crd(
+    kind: str, plural: str, scope: str, version: dict[str, Any], short_name: str | None = None
+) -> dict[str, Any]:
+    """A CustomResourceDefinition of our group with one version, in the `modelplane` category."""
+    names: dict[str, Any] = {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+    }
+    if short_name:
+        names["shortNames"] = [short_name]
+    names["categories"] = ["modelplane"]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{apikey.PLURAL}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": apikey.KIND,
-                "listKind": f"{apikey.KIND}List",
-                "plural": apikey.PLURAL,
-                "singular": "apikey",
-                "categories": ["modelplane"],
-            },
-            "versions": [_version(openapi_schema(apikey.ApiKeySpec), None, cols, scale=False)],
-        },
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {"group": GROUP, "scope": scope, "names": names, "versions": [version]},
     }
 
 
