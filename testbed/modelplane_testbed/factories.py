@@ -1,7 +1,7 @@
 """One factory for ModelDeployments, shared by the tests and the benchmarks.
 
     md("chat", "team-a", spec(replicas={"min": 1, "max": 2}))            # a manifest (dict)
-    model_deployment("m", "ns", spec(preload=NODE_LOCAL), uid="u-1")    # the validated object
+    model_deployment("m", "ns", spec(preload={"mode": "NodeLocal"}))    # the validated object
 
 `spec(**fields)` is `CHAT` (Llama 3.1 8B, OnDemand, 8k context) with top-level fields replaced;
 `spec(base=EMBEDDINGS, ...)` starts from another base. A manifest carries `uid`, `generation`
@@ -21,7 +21,7 @@ LLAMA_8B: dict[str, Any] = {"tier": "OnDemand", "model": {"catalog": "llama-v3p1
 CHAT: dict[str, Any] = {**LLAMA_8B, "engine": {"maxContextLength": 8192}}
 #: A small embeddings model (fits any GPU class).
 EMBEDDINGS: dict[str, Any] = {"tier": "OnDemand", "model": {"catalog": "nomic-embed-text-v1p5"}}
-#: Llama 3.3 70B at FP8 on 8 GPUs: the large model of the preload and cold-start runs.
+#: Llama 3.3 70B at FP8: the large model of the preload and cold-start runs.
 LLAMA_70B_FP8: dict[str, Any] = {
     "tier": "OnDemand",
     "model": {"catalog": "llama-v3p3-70b-instruct"},
