@@ -57,6 +57,7 @@ from modelplane.api.demand import (
 )
 from modelplane.api.durations import parse_duration
 from modelplane.api.enums import EngineType, Tier
+from modelplane.api.refs import BackendRef
 from modelplane.api.v1alpha1 import Autoscaling, ModelDeployment, Replicas
 from modelplane.autoscaling.metrics import (
     FleetCollector,
@@ -426,7 +427,7 @@ class AutoscalerLoop:
     def run_once(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
         seen: set[str] = set()
-        backends: dict[str, list[ModelDeployment]] = {}
+        backends: dict[BackendRef, list[ModelDeployment]] = {}
         for body in self.cluster.model_deployments():
             meta = body.get("metadata") or {}
             key = f"{meta.get('namespace')}/{meta.get('name')}"
@@ -444,7 +445,7 @@ class AutoscalerLoop:
             if out is not None:
                 outcomes.append(out)
         for backend, tenants in sorted(backends.items()):
-            seen.add(BACKEND_KEY_PREFIX + backend)
+            seen.add(BACKEND_KEY_PREFIX + str(backend))
             try:
                 out = self.step_backend(backend, tenants)
             except (ApiException, OSError, NoMetricsError, PrometheusError, ValueError) as e:
@@ -457,24 +458,25 @@ class AutoscalerLoop:
         return outcomes
 
     def _tenant(
-        self, key: str, body: dict[str, Any], backends: dict[str, list[ModelDeployment]]
+        self, key: str, body: dict[str, Any], backends: dict[BackendRef, list[ModelDeployment]]
     ) -> None:
         """Group a Serverless tenant under the backend the reconciler placed it on
         (``status.backend``, "namespace/name"); tenants are scaled together, as their backend."""
-        backend = (body.get("status") or {}).get("backend")
+        backend = BackendRef.parse((body.get("status") or {}).get("backend"))
         try:
             md = ModelDeployment.model_validate(body)
         except ValidationError:
             md = None
-        if md is None or not backend or "/" not in backend:
+        if md is None or backend is None:
             self.reporter.decisions.pop(key, None)  # no backend (yet): nothing to report
             return
         backends.setdefault(backend, []).append(md)
 
-    def step_backend(self, backend: str, tenants: Sequence[ModelDeployment]) -> Outcome | None:
-        """One decision for a shared Serverless backend ("namespace/name") and its tenants."""
-        key = BACKEND_KEY_PREFIX + backend
-        namespace, name = backend.split("/", 1)
+    def step_backend(
+        self, backend: BackendRef, tenants: Sequence[ModelDeployment]
+    ) -> Outcome | None:
+        """One decision for a shared Serverless backend and its tenants."""
+        key = BACKEND_KEY_PREFIX + str(backend)
         try:
             policy = backend_policy(tenants)
         except ValueError as e:
@@ -485,7 +487,12 @@ class AutoscalerLoop:
         report = [Target(t.metadata.namespace or "default", t.metadata.name) for t in tenants]
         engine = engine_type_of(tenants[0]) if tenants else EngineType.VLLM
         return self._autoscale(
-            key, Target(namespace, name, engine), None, policy, self._demand(tenants), report
+            key,
+            Target(backend.namespace, backend.name, engine),
+            None,
+            policy,
+            self._demand(tenants),
+            report,
         )
 
     def _forget(self, key: str) -> None:

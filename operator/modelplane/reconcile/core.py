@@ -17,6 +17,7 @@ from typing import Any
 
 from modelplane.api.enums import CapacityProvider, FailureReason, Phase, PreloadMode, Tier
 from modelplane.api.names import name_problem
+from modelplane.api.refs import BackendRef
 from modelplane.api.v1alpha1 import API_VERSION, AcceleratorClassSpec, ModelDeployment
 from modelplane.builders import serverless
 from modelplane.builders.objects import (
@@ -550,7 +551,7 @@ def compute_status(obs: Observed, p: Plan) -> tuple[dict[str, Any], list[Event]]
     if p.fine_tuned:
         _fine_tuned_status(status, obs, p, cond)
     if p.backend is not None:
-        status["backend"] = f"{p.backend.namespace}/{p.backend.name}"
+        status["backend"] = str(BackendRef(p.backend.namespace, p.backend.name))
         status["usage"] = obs.previous_status.get("usage") or {
             "requests": 0,
             "promptTokens": 0,
