@@ -36,6 +36,7 @@ from modelplane.builders.resolve import ResolveError, resolve
 from modelplane.reconcile.core import (
     AdapterView,
     AutoscalerView,
+    ChildKind,
     DeploymentView,
     Event,
     Observed,
@@ -48,16 +49,6 @@ from modelplane.reconcile.core import (
 
 log = logging.getLogger("modelplane.adapters")
 
-_KINDS = {
-    "Deployment": ("apps/v1", "Deployment"),
-    "Service": ("v1", "Service"),
-    "TenantService": ("v1", "Service"),
-    "WarmPool": ("apps/v1", "Deployment"),
-    "WeightsClaim": ("v1", "PersistentVolumeClaim"),
-    "FillJob": ("batch/v1", "Job"),
-    "PodDisruptionBudget": ("policy/v1", "PodDisruptionBudget"),
-    "CredentialsSecret": ("v1", "Secret"),
-}
 MANAGED_BY = "app.kubernetes.io/managed-by"
 
 
@@ -407,8 +398,8 @@ class Kube:
             operator_namespace, label_selector=serverless.LABEL_BACKEND
         ).items
         readers = {
-            "Service": self.core.read_namespaced_service,
-            "PodDisruptionBudget": client.PolicyV1Api(
+            ChildKind.SERVICE: self.core.read_namespaced_service,
+            ChildKind.POD_DISRUPTION_BUDGET: client.PolicyV1Api(
                 self.api
             ).read_namespaced_pod_disruption_budget,
         }
@@ -421,12 +412,12 @@ class Kube:
             stale = name in wanted and name not in with_credentials
             if stale and self._child(secrets, mirror, operator_namespace, ours, set(), ""):
                 log.info("removing %s/%s: no tenant gives credentials", operator_namespace, mirror)
-                self.delete("CredentialsSecret", mirror, operator_namespace)
+                self.delete(ChildKind.CREDENTIALS_SECRET, mirror, operator_namespace)
                 writes += 1
             if name in wanted:
                 continue
             log.info("removing Serverless backend %s/%s: no tenant left", operator_namespace, name)
-            self.delete("Deployment", name, operator_namespace)
+            self.delete(ChildKind.DEPLOYMENT, name, operator_namespace)
             writes += 1
             for kind, reader in readers.items():
                 # Only the backend's own: never a stranger's object of the same name.
@@ -434,7 +425,7 @@ class Kube:
                     self.delete(kind, name, operator_namespace)
                     writes += 1
             if self._child(secrets, mirror, operator_namespace, ours, set(), "") is not None:
-                self.delete("CredentialsSecret", mirror, operator_namespace)
+                self.delete(ChildKind.CREDENTIALS_SECRET, mirror, operator_namespace)
                 writes += 1
         return writes
 
@@ -450,8 +441,9 @@ class Kube:
             force_conflicts=True,
         )
 
-    def delete(self, kind: str, name: str, namespace: str | None) -> None:
-        api_version, k = _KINDS.get(kind, ("karpenter.sh/v1", "NodePool"))
+    def delete(self, kind: ChildKind, name: str, namespace: str | None) -> None:
+        """Remove one child (gone already is fine)."""
+        api_version, k = kind.resource
         res = self.dyn.resources.get(api_version=api_version, kind=k)
         with contextlib.suppress(NotFoundError):
             self.dyn.delete(res, name=name, namespace=namespace)
@@ -585,7 +577,7 @@ class Kube:
         wanted = {f"modelplane-{c}" for c in in_use}
         for name in existing:
             if name not in wanted:
-                self.delete("NodePool", name, None)
+                self.delete(ChildKind.NODE_POOL, name, None)
                 writes += 1
         return writes
 
