@@ -126,6 +126,42 @@ class Kube:
                 log.warning("skipping %s: %s", it["metadata"].get("name"), e)
         return out
 
+    def server_pods(self, namespace: str, deployment: str) -> list[Any]:
+        """The pods of a Deployment's model servers (and warm pool), by label."""
+        items: list[Any] = self.core.list_namespaced_pod(
+            namespace, label_selector=f"{LABEL_DEPLOYMENT}={deployment}"
+        ).items
+        return items
+
+    def nodes(self) -> list[Any]:
+        """Nodes not being deleted."""
+        return [n for n in self.core.list_node().items if n.metadata.deletion_timestamp is None]
+
+    def cache_jobs(self, namespaces: Sequence[str] = ()) -> list[Any]:
+        """Jobs labelled with a cache key, in `namespaces` (all when empty)."""
+        batch = client.BatchV1Api(self.api)
+        if not namespaces:
+            found: list[Any] = batch.list_job_for_all_namespaces(
+                label_selector=LABEL_CACHE_KEY
+            ).items
+            return found
+        out: list[Any] = []
+        for ns in namespaces:
+            out += batch.list_namespaced_job(ns, label_selector=LABEL_CACHE_KEY).items
+        return out
+
+    def job(self, namespace: str, name: str) -> Any | None:
+        """The Job called `name`, or None."""
+        try:
+            return client.BatchV1Api(self.api).read_namespaced_job(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_node(self, name: str, patch: dict[str, Any]) -> None:
+        self.core.patch_node(name, patch)
+
     def _annotation_hash(self, obj: Any) -> str | None:
         ann = obj.metadata.annotations or {}
         return ann.get(ANNOTATION_SPEC_HASH)
