@@ -12,7 +12,8 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -175,119 +176,41 @@ class Kube:
         adapters: tuple[AdapterView, ...] | None = None,
         preload: PreloadView | None = None,
     ) -> Observed:
+        """Gather everything `plan` and `compute_status` need about one ModelDeployment."""
         ns, name = md.metadata.namespace or "default", md.metadata.name
         classes = self.accelerator_classes()
-        tenant_names: tuple[str, ...] = ()
-        credentials: serverless.BackendCredentials | None = None
+        siblings = self._siblings(ns)
+        serving = self._serving(md, ctx, classes, siblings)
         hashes: dict[str, str | None] = {}
         foreign: set[str] = set()
 
-        def child(key: str, reader: Any, name: str, namespace: str, ours: Any) -> None:
-            hashes[key] = self._child(reader, name, namespace, ours, foreign, key)
+        def child(kind: ChildKind, reader: Any, name: str, namespace: str, ours: Any) -> None:
+            hashes[kind] = self._child(reader, name, namespace, ours, foreign, kind)
 
-        # Which Deployment serves this object: its own, the shared backend (Serverless), or
-        # its base's (FineTuned adapters loaded into a base ModelDeployment).
-        target_ns, target, owned_by = ns, name, "owner"
-        siblings = [
-            ModelDeployment.model_validate(it)
-            for it in self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, ns, "modeldeployments"
-            )["items"]
-            if not it["metadata"].get("deletionTimestamp")
-        ]
-        base: ModelDeployment | None = None
-        ref = md.spec.base
-        if md.spec.tier == Tier.FINE_TUNED and ref is not None and ref.deployment:
-            base = next((m for m in siblings if m.metadata.name == ref.deployment), None)
-            target, owned_by = ref.deployment, "base"
-        lora_demand = sum(
-            len(m.spec.adapters)
-            for m in siblings
-            if m.spec.tier == Tier.FINE_TUNED
-            and m.spec.base is not None
-            and m.spec.base.deployment == name
-        )
-        if md.spec.tier == Tier.SERVERLESS:
-            try:
-                r = resolve(md, classes)
-            except ResolveError:
-                r = None
-            if r is not None:
-                target_ns, target = ctx.operator_namespace, serverless.backend_name(r)
-                owned_by = "backend"
-                tenants = [t for t, b in self._serverless_tenants(classes) if b == target]
-                tenant_names = serverless.tenant_names(tenants)
-                credentials = self._backend_credentials(target, tenants)
-                child(
-                    "CredentialsSecret",
-                    self.core.read_namespaced_secret,
-                    serverless.credentials_secret_name(target),
-                    target_ns,
-                    labelled(serverless.LABEL_BACKEND, target),
-                )
-                child(
-                    "TenantService",
-                    self.core.read_namespaced_service,
-                    name,
-                    ns,
-                    owner_is(md.metadata.uid),
-                )
-        try:
-            d = self.apps.read_namespaced_deployment(target, target_ns)
-            if owned_by == "owner":
-                owned = any(o.uid == md.metadata.uid for o in (d.metadata.owner_references or []))
-            elif owned_by == "base":
-                owned = True  # the base's servers; this object never writes them
-            else:
-                owned = (d.metadata.labels or {}).get(serverless.LABEL_BACKEND) == target
-            st = d.status
-            dep = DeploymentView(
-                exists=True,
-                replicas=d.spec.replicas if d.spec.replicas is not None else 1,
-                status_replicas=(st.replicas or 0) if st else 0,
-                ready_replicas=(st.ready_replicas or 0) if st else 0,
-                updated_replicas=(st.updated_replicas or 0) if st else 0,
-                observed_generation=(st.observed_generation or 0) if st else 0,
-                generation=d.metadata.generation or 0,
-                applied_hash=self._annotation_hash(d) if owned else None,
-                owned=owned,
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            dep = DeploymentView(exists=False)
-        policy = client.PolicyV1Api(self.api)
-        mine = owner_is(md.metadata.uid)
-        ours: Callable[[Any], bool]
-        if owned_by == "owner":
-            ours = mine
-        elif owned_by == "backend":
-            ours = labelled(serverless.LABEL_BACKEND, target)
-        else:  # the base's children: this object never writes them
-            ours = _anything
-        child("Service", self.core.read_namespaced_service, target, target_ns, ours)
-        child(
-            "PodDisruptionBudget",
-            policy.read_namespaced_pod_disruption_budget,
-            target,
-            target_ns,
-            ours,
-        )
+        if serving.role == "backend":
+            backend = labelled(serverless.LABEL_BACKEND, serving.name)
+            secret = serverless.credentials_secret_name(serving.name)
+            read_secret = self.core.read_namespaced_secret
+            child(ChildKind.CREDENTIALS_SECRET, read_secret, secret, serving.namespace, backend)
+            tenant = owner_is(md.metadata.uid)
+            child(ChildKind.TENANT_SERVICE, self.core.read_namespaced_service, name, ns, tenant)
+        dep = self._deployment_view(serving, md.metadata.uid)
+        ours = serving.ours(md.metadata.uid)
+        read_pdb = client.PolicyV1Api(self.api).read_namespaced_pod_disruption_budget
+        read_service = self.core.read_namespaced_service
+        child(ChildKind.SERVICE, read_service, serving.name, serving.namespace, ours)
+        child(ChildKind.POD_DISRUPTION_BUDGET, read_pdb, serving.name, serving.namespace, ours)
         if md.spec.preload is not None:
-            child(
-                "WarmPool",
-                self.apps.read_namespaced_deployment,
-                f"{name}-warm",
-                ns,
-                mine,
-            )
+            mine = owner_is(md.metadata.uid)
+            read_deployment = self.apps.read_namespaced_deployment
+            child(ChildKind.WARM_POOL, read_deployment, f"{name}-warm", ns, mine)
             if md.spec.preload.mode == PreloadMode.SHARED_VOLUME:
                 preload = self._shared_volume(md, classes, hashes, foreign)
         if ctx.capacity_provider == CapacityProvider.KARPENTER:
             foreign |= self._foreign_nodepools()
         pods = self.core.list_namespaced_pod(
-            target_ns,
-            label_selector=f"{LABEL_DEPLOYMENT}={target},{LABEL_COMPONENT}={COMPONENT_SERVER}",
+            serving.namespace,
+            label_selector=f"{LABEL_DEPLOYMENT}={serving.name},{LABEL_COMPONENT}={COMPONENT_SERVER}",
         ).items
         return Observed(
             md=md,
@@ -299,13 +222,80 @@ class Kube:
             now=now_rfc3339(),
             ctx=ctx,
             autoscaler=autoscaler,
-            tenant_names=tenant_names,
-            base=base,
+            tenant_names=serving.tenant_names,
+            base=serving.base,
             adapters=adapters,
-            lora_demand=lora_demand,
+            lora_demand=_lora_demand(name, siblings),
             preload=preload,
             foreign=frozenset(foreign),
-            backend_credentials=credentials,
+            backend_credentials=serving.credentials,
+        )
+
+    def _siblings(self, namespace: str) -> list[ModelDeployment]:
+        """Live ModelDeployments of a namespace."""
+        items = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modeldeployments"
+        )["items"]
+        return [
+            ModelDeployment.model_validate(it)
+            for it in items
+            if not it["metadata"].get("deletionTimestamp")
+        ]
+
+    def _serving(
+        self,
+        md: ModelDeployment,
+        ctx: Any,
+        classes: dict[str, AcceleratorClassSpec],
+        siblings: Sequence[ModelDeployment],
+    ) -> Serving:
+        """Which Deployment serves `md`: its own, the shared backend (Serverless), or its
+        base's (FineTuned adapters loaded into a base ModelDeployment)."""
+        ns, name = md.metadata.namespace or "default", md.metadata.name
+        ref = md.spec.base
+        if md.spec.tier == Tier.FINE_TUNED and ref is not None and ref.deployment:
+            base = next((m for m in siblings if m.metadata.name == ref.deployment), None)
+            return Serving(ns, ref.deployment, "base", base=base)
+        if md.spec.tier != Tier.SERVERLESS:
+            return Serving(ns, name, "owner")
+        try:
+            r = resolve(md, classes)
+        except ResolveError:
+            return Serving(ns, name, "owner")
+        target = serverless.backend_name(r)
+        tenants = [t for t, b in self._serverless_tenants(classes) if b == target]
+        return Serving(
+            ctx.operator_namespace,
+            target,
+            "backend",
+            tenant_names=serverless.tenant_names(tenants),
+            credentials=self._backend_credentials(target, tenants),
+        )
+
+    def _deployment_view(self, serving: Serving, uid: str | None) -> DeploymentView:
+        try:
+            d = self.apps.read_namespaced_deployment(serving.name, serving.namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return DeploymentView(exists=False)
+        if serving.role == "owner":
+            owned = any(o.uid == uid for o in (d.metadata.owner_references or []))
+        elif serving.role == "base":
+            owned = True  # the base's servers; this object never writes them
+        else:
+            owned = (d.metadata.labels or {}).get(serverless.LABEL_BACKEND) == serving.name
+        st = d.status
+        return DeploymentView(
+            exists=True,
+            replicas=d.spec.replicas if d.spec.replicas is not None else 1,
+            status_replicas=(st.replicas or 0) if st else 0,
+            ready_replicas=(st.ready_replicas or 0) if st else 0,
+            updated_replicas=(st.updated_replicas or 0) if st else 0,
+            observed_generation=(st.observed_generation or 0) if st else 0,
+            generation=d.metadata.generation or 0,
+            applied_hash=self._annotation_hash(d) if owned else None,
+            owned=owned,
         )
 
     def _shared_volume(
@@ -616,6 +606,39 @@ class Kube:
                 self.delete(ChildKind.NODE_POOL, name, None)
                 writes += 1
         return writes
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The Deployment whose model servers serve a ModelDeployment, and whose it is: the
+    object's own ("owner"), a shared Serverless backend ("backend"), or a FineTuned object's
+    base ("base", never written by the FineTuned object)."""
+
+    namespace: str
+    name: str
+    role: Literal["owner", "backend", "base"]
+    base: ModelDeployment | None = None
+    tenant_names: tuple[str, ...] = ()
+    credentials: serverless.BackendCredentials | None = None
+
+    def ours(self, uid: str | None) -> Callable[[Any], bool]:
+        """Whether a child at the serving Deployment's name is ours to write."""
+        if self.role == "owner":
+            return owner_is(uid)
+        if self.role == "backend":
+            return labelled(serverless.LABEL_BACKEND, self.name)
+        return _anything  # the base's children: this object never writes them
+
+
+def _lora_demand(name: str, siblings: Sequence[ModelDeployment]) -> int:
+    """Adapters the FineTuned objects on base `name` want loaded at runtime."""
+    return sum(
+        len(m.spec.adapters)
+        for m in siblings
+        if m.spec.tier == Tier.FINE_TUNED
+        and m.spec.base is not None
+        and m.spec.base.deployment == name
+    )
 
 
 def pod_view(p: Any) -> PodView:
