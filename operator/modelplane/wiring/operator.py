@@ -164,35 +164,49 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 
 
 def _worker(rt: Runtime) -> None:
-    """Re-reconcile owners of changed children, at most once per debounce interval."""
+    """Re-reconcile owners of changed children, at most once per debounce interval. Survives
+    any error (an apiserver restart surfaces as urllib3 errors, not ApiExceptions)."""
     while not rt.stop.wait(0.2):
-        now = time.monotonic()
-        with rt.guard:
-            due = [k for k, t in rt.pending.items() if t <= now]
-            for k in due:
-                rt.pending.pop(k)
-        for key in due:
-            ns, name = key.split("/", 1)
-            try:
-                body = rt.kube.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, ns, "modeldeployments", name
-                )
-            except ApiException as e:
-                if e.status == 404:
-                    rt.count_phase(key, None)
-                    continue
-                log.warning("could not read %s: %s", key, e.reason)
+        try:
+            work_due(rt)
+        except Exception:
+            log.exception("worker round failed; continuing")
+
+
+def work_due(rt: Runtime) -> None:
+    """Reconcile every ModelDeployment whose trigger is due; one failing does not stop the rest."""
+    now = time.monotonic()
+    with rt.guard:
+        due = [k for k, t in rt.pending.items() if t <= now]
+        for k in due:
+            rt.pending.pop(k)
+    for key in due:
+        ns, name = key.split("/", 1)
+        try:
+            body = rt.kube.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, "modeldeployments", name
+            )
+        except ApiException as e:
+            if e.status == 404:
+                rt.count_phase(key, None)
                 continue
-            if body["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                reconcile(rt, body)
-            except (kopf.TemporaryError, kopf.PermanentError) as e:
-                log.info("reconcile of %s deferred: %s", key, e)
-                rt.trigger(ns, name, delay=5)
-            except Exception:
-                log.exception("reconcile of %s failed", key)
-                rt.trigger(ns, name, delay=10)
+            log.warning("could not read %s: %s; retrying", key, e.reason)
+            rt.trigger(ns, name, delay=5)
+            continue
+        except Exception as e:  # e.g. urllib3 MaxRetryError while the apiserver restarts
+            log.warning("could not read %s: %s; retrying", key, e)
+            rt.trigger(ns, name, delay=5)
+            continue
+        if body["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            reconcile(rt, body)
+        except (kopf.TemporaryError, kopf.PermanentError) as e:
+            log.info("reconcile of %s deferred: %s", key, e)
+            rt.trigger(ns, name, delay=5)
+        except Exception:
+            log.exception("reconcile of %s failed", key)
+            rt.trigger(ns, name, delay=10)
 
 
 @kopf.on.startup()
@@ -272,20 +286,30 @@ def _resync_loop(rt: Runtime) -> None:
 
     A loop with one list request rather than a kopf timer per object: kopf guards timers with a
     finalizer, and a finalizer would block deleting a ModelDeployment while the operator is down
-    (Argo CD and Flux prunes would hang); owner references already make deletion safe.
+    (Argo CD and Flux prunes would hang); owner references already make deletion safe. Any
+    error is logged and retried after 1, 2, 4 ... seconds (at most the interval): the loop
+    never dies, also not of a connection error while the apiserver restarts.
     """
     interval = rt.settings.resync_interval_seconds
-    while not rt.stop.wait(interval):
+    failures = 0
+    while not rt.stop.wait(interval if not failures else min(interval, 2.0 ** (failures - 1))):
         try:
-            for it in rt.kube.model_deployment_bodies(rt.settings.namespaces):
-                meta = it["metadata"]
-                if not meta.get("deletionTimestamp"):
-                    rt.trigger(meta["namespace"], meta["name"], delay=0)
-            if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
-                rt.kube.sync_nodepools(rt.kube.accelerator_classes())
-            rt.kube.sweep_backends(rt.settings.operator_namespace)
-        except ApiException as e:
-            log.warning("resync list failed: %s", e.reason)
+            resync_once(rt)
+        except Exception as e:
+            failures += 1
+            log.warning("resync failed (%s: %s); retrying", type(e).__name__, e)
+        else:
+            failures = 0
+
+
+def resync_once(rt: Runtime) -> None:
+    for it in rt.kube.model_deployment_bodies(rt.settings.namespaces):
+        meta = it["metadata"]
+        if not meta.get("deletionTimestamp"):
+            rt.trigger(meta["namespace"], meta["name"], delay=0)
+    if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
+        rt.kube.sync_nodepools(rt.kube.accelerator_classes())
+    rt.kube.sweep_backends(rt.settings.operator_namespace)
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments")
