@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,27 @@ from modelplane.reconcile.core import (
 log = logging.getLogger("modelplane.adapters")
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+class WriteRejectedError(Exception):
+    """The apiserver refused a write for good (a 4xx other than 404 Not Found, 409 Conflict
+    and 429 Too Many Requests): retrying the same object cannot succeed."""
+
+    def __init__(self, what: str, status: int, reason: str, message: str) -> None:
+        super().__init__(f"the apiserver rejected {what} ({status} {reason}): {message}")
+        self.what, self.status, self.reason, self.message = what, status, reason, message
+        self.writes = 0  # write requests made before and including the refused one
+
+
+def rejected(e: ApiException, what: str) -> WriteRejectedError | None:
+    """The `WriteRejectedError` an ApiException from writing `what` is, or None (retry it)."""
+    status = int(e.status or 0)
+    if not 400 <= status < 500 or status in (404, 409, 429):
+        return None
+    message = str(e.reason or "")
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        message = json.loads(e.body or "{}").get("message") or message
+    return WriteRejectedError(what, status, str(e.reason or ""), message)
 
 
 def owner_is(uid: str | None) -> Callable[[Any], bool]:
@@ -533,7 +555,16 @@ class Kube:
         writes = 0
         ns = md.metadata.namespace or "default"
         for obj in p.apply:
-            self.apply(obj)
+            meta = obj["metadata"]
+            where = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+            try:
+                self.apply(obj)
+            except ApiException as e:
+                refused = rejected(e, f"{obj['kind']} {where}")
+                if refused is None:
+                    raise
+                refused.writes = writes + 1
+                raise refused from e
             writes += 1
             if obj["kind"] == "Secret" and p.credentials is not None and p.backend is not None:
                 self._credentials_shared(p.credentials, p.backend.namespace, obj)

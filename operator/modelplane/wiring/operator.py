@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -24,15 +25,16 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import ValidationError
 
 from modelplane.adapters.autoscaler import start_autoscaler
-from modelplane.adapters.kube import Kube
+from modelplane.adapters.kube import Kube, WriteRejectedError
 from modelplane.adapters.lora import HttpEngine, LoraLoop
 from modelplane.adapters.preload import PreloadLoop
-from modelplane.api.enums import CapacityProvider
+from modelplane.api.enums import CapacityProvider, FailureReason
 from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
 from modelplane.builders.objects import LABEL_DEPLOYMENT, BuildContext
 from modelplane.builders.preload import PreloadView
+from modelplane.builders.resolve import ResolveError
 from modelplane.builders.serverless import LABEL_BACKEND
-from modelplane.reconcile.core import AdapterView, AutoscalerView, compute_status, plan
+from modelplane.reconcile.core import AdapterView, AutoscalerView, Plan, compute_status, plan
 from modelplane.settings import OperatorSettings
 
 log = logging.getLogger("modelplane.operator")
@@ -75,6 +77,9 @@ class Runtime:
     lora_targets: set[tuple[str, str]] = field(default_factory=set)
     #: Latest autoscaler decision per "namespace/name", written by the autoscaler loop.
     decisions: dict[str, AutoscalerView] = field(default_factory=dict)
+    #: "namespace/name" -> (uid, generation, error) of a write the apiserver refused for good:
+    #: not tried again until the spec changes (a new generation).
+    rejected: dict[str, tuple[str | None, int, ResolveError]] = field(default_factory=dict)
 
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:
@@ -127,7 +132,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 rt.preload.get(key),
             )
             p = plan(obs)
-            writes = rt.kube.carry_out(md, p)
+            writes, p = _carry_out(rt, key, md, p)
             status, events = compute_status(obs, p)
             if rt.kube.write_status(md, obs.previous_status, status):
                 writes += 1
@@ -156,6 +161,36 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     RECONCILES.labels("ok").inc()
     rt.count_phase(key, status.get("phase"))
     log.debug("reconciled %s: phase=%s writes=%d", key, status.get("phase"), writes)
+
+
+def _carry_out(rt: Runtime, key: str, md: ModelDeployment, p: Plan) -> tuple[int, Plan]:
+    """Carry out the plan unless the apiserver refused it for this generation already. A
+    refused write (4xx) fails the plan with the apiserver's message: Ready=False, reason
+    WriteRejected, and no retry until the spec changes."""
+    version = (md.metadata.uid, md.metadata.generation or 0)
+    with rt.guard:
+        known = rt.rejected.get(key)
+    if known is not None and known[:2] == version:
+        return 0, dataclasses.replace(
+            p, resolved=None, error=known[2], apply=[], delete=[], scale_to=None
+        )
+    try:
+        writes = rt.kube.carry_out(md, p)
+    except WriteRejectedError as e:
+        error = ResolveError(
+            FailureReason.WRITE_REJECTED.value,
+            f"{e}. Change the spec so the object it derives is valid; modelplane retries when "
+            "the spec changes",
+        )
+        log.warning("%s: %s", key, error.message)
+        with rt.guard:
+            rt.rejected[key] = (*version, error)
+        return e.writes, dataclasses.replace(
+            p, resolved=None, error=error, apply=[], delete=[], scale_to=None
+        )
+    with rt.guard:
+        rt.rejected.pop(key, None)
+    return writes, p
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
