@@ -48,6 +48,7 @@ from modelplane.reconcile.core import (
     status_changed,
     status_patch,
 )
+from modelplane.reconcile.model import containers_of
 
 log = logging.getLogger("modelplane.adapters")
 
@@ -318,6 +319,9 @@ class Kube:
             generation=d.metadata.generation or 0,
             applied_hash=self._annotation_hash(d) if owned else None,
             owned=owned,
+            containers=containers_of(self.api.sanitize_for_serialization(d))
+            if owned and serving.role != "base"
+            else None,
         )
 
     def _shared_volume(

@@ -73,10 +73,12 @@ def diff_children(
     children: Sequence[Child],
     have: Mapping[str, str | None],
     foreign: Collection[str],
+    drifted: Collection[str] = (),
 ) -> ChildDiff:
     """What to write so the live children match `children`, in their order. `have` holds the
     applied hash of each live child by kind (None or missing: absent); children in `foreign`
-    are someone else's and never removed."""
+    are someone else's and never removed; children in `drifted` were edited by hand since
+    they were applied and are applied again even though their hash matches."""
     apply: list[dict[str, Any]] = []
     delete: list[tuple[ChildKind, str]] = []
     for child in children:
@@ -87,6 +89,6 @@ def diff_children(
         elif child.immutable:
             if live is None:
                 apply.append(child.obj)
-        elif applied_hash(child.obj) != live:
+        elif applied_hash(child.obj) != live or child.kind in drifted:
             apply.append(child.obj)
     return ChildDiff(apply, delete)

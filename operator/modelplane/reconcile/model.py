@@ -29,6 +29,37 @@ class PodView:
 
 
 @dataclass(frozen=True)
+class ContainerView:
+    """The fields of a model-server container that modelplane owns and a hand edit changes
+    without touching the applied-hash annotation: image, command, args, literal env values."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # (name, value) of entries without valueFrom
+
+
+def containers_of(obj: dict[str, Any]) -> tuple[ContainerView, ...]:
+    """The `ContainerView`s of a Deployment as built (camelCase dict)."""
+    spec = obj.get("spec", {}).get("template", {}).get("spec", {})
+    return tuple(
+        ContainerView(
+            name=c["name"],
+            image=c.get("image", ""),
+            command=tuple(c.get("command") or ()),
+            args=tuple(c.get("args") or ()),
+            env=tuple(
+                (e["name"], e.get("value") or "")
+                for e in c.get("env") or ()
+                if "valueFrom" not in e
+            ),
+        )
+        for c in spec.get("containers") or ()
+    )
+
+
+@dataclass(frozen=True)
 class DeploymentView:
     exists: bool
     replicas: int = 0  # spec.replicas
@@ -39,6 +70,8 @@ class DeploymentView:
     generation: int = 0
     applied_hash: str | None = None
     owned: bool = True  # carries our ownerReference (we never adopt a stranger's object)
+    #: The live containers (None: not looked at); differing from the desired ones is drift.
+    containers: tuple[ContainerView, ...] | None = None
 
 
 @dataclass(frozen=True)

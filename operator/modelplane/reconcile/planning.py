@@ -33,7 +33,7 @@ from modelplane.builders.preload import (
 )
 from modelplane.builders.resolve import Resolved, ResolveError, resolve, resolve_fine_tuned
 from modelplane.reconcile.children import Child, ChildKind, diff_children
-from modelplane.reconcile.model import Observed, Plan, hashed, owned_by
+from modelplane.reconcile.model import Observed, Plan, containers_of, hashed, owned_by
 
 Where = tuple[str, str | None, str]  # kind, namespace (None: cluster-scoped), name
 
@@ -124,7 +124,7 @@ def plan_on_demand(obs: Observed, r: Resolved, *, fine_tuned: bool = False) -> P
         conflicts.append(("NodePool", None, nodepool))
     if conflicts:
         return Plan(resolved=None, error=child_conflict(conflicts), fine_tuned=fine_tuned)
-    diff = diff_children(children, _live_hashes(obs), obs.foreign)
+    diff = diff_children(children, _live_hashes(obs), obs.foreign, _drifted(obs, children))
     want, why, scale_to = replica_decision(obs, r)
     return Plan(
         resolved=r,
@@ -180,7 +180,7 @@ def plan_serverless(obs: Observed, r: Resolved) -> Plan:
     conflicts = _conflicts(obs, children)
     if conflicts:
         return Plan(resolved=None, error=child_conflict(conflicts), backend=b, credentials=creds)
-    diff = diff_children(children, _live_hashes(obs), obs.foreign)
+    diff = diff_children(children, _live_hashes(obs), obs.foreign, _drifted(obs, children))
     # the autoscaler scales the backend for all its tenants
     want, why, scale_to = replica_decision(obs, b)
     return Plan(
@@ -229,6 +229,16 @@ def serverless_children(obs: Observed, r: Resolved, b: Resolved) -> list[Child]:
         ),
         Child(ChildKind.TENANT_SERVICE, r.name, tenant),
     ]
+
+
+def _drifted(obs: Observed, children: list[Child]) -> set[ChildKind]:
+    """The Deployment, when its live containers differ from the desired ones (a hand edit
+    leaves the applied-hash annotation as it was)."""
+    live = obs.deployment.containers
+    if live is None or not obs.deployment.exists:
+        return set()
+    dep = next(c.obj for c in children if c.kind == ChildKind.DEPLOYMENT)
+    return {ChildKind.DEPLOYMENT} if dep is not None and containers_of(dep) != live else set()
 
 
 def _live_hashes(obs: Observed) -> dict[str, str | None]:
