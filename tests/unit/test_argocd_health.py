@@ -201,10 +201,11 @@ def test_adapter_load_failure_as_the_operator_reports_it_is_degraded() -> None:
 
 
 def test_fixtures_and_tests_use_reasons_the_operator_emits() -> None:
-    core = (OPERATOR / "reconcile" / "core.py").read_text()
+    sources = [p.read_text() for p in sorted((OPERATOR / "reconcile").glob("*.py"))]
     known = {r.value for r in FailureReason} | {
         n.value
-        for n in ast.walk(ast.parse(core))
+        for src in sources
+        for n in ast.walk(ast.parse(src))
         if isinstance(n, ast.Constant) and isinstance(n.value, str)
     }
     for path in FIXTURES:

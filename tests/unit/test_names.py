@@ -60,7 +60,7 @@ def children(name: str) -> list[dict[str, Any]]:
             BuildContext(),
         )
         # Build what the name would make even where the planner refuses it (InvalidName).
-        with mock.patch("modelplane.reconcile.core.name_problem", return_value=None):
+        with mock.patch("modelplane.reconcile.planning.name_problem", return_value=None):
             p = plan(obs)
         assert p.error is None, p.error.message
         out += p.apply

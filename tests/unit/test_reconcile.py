@@ -378,3 +378,30 @@ def test_a_strangers_nodepool_is_a_conflict() -> None:
     _assert_conflict(obs, "NodePool", "modelplane-nvidia-l4-24gb")
     ok = plan(dataclasses.replace(obs, foreign=frozenset()))
     assert ok.error is None and ok.nodepool == "modelplane-nvidia-l4-24gb"
+
+
+# --------------------------------------------------------------------------- drift (issue #15)
+def test_a_hand_edited_deployment_is_applied_again_though_its_hash_matches() -> None:
+    from modelplane.reconcile.core import plan
+    from modelplane.reconcile.model import containers_of
+
+    m = md()
+    first = plan(observe(m, DeploymentView(exists=False)))
+    dep = next(o for o in first.apply if o["kind"] == "Deployment")
+    applied = dep["metadata"]["annotations"]["modelplane.io/applied-hash"]
+    mine = containers_of(dep)
+    edited = (dataclasses.replace(mine[0], image="x:1"), *mine[1:])
+
+    def kinds(containers: Any) -> list[str]:
+        view = DeploymentView(exists=True, replicas=1, applied_hash=applied, containers=containers)
+        obs = dataclasses.replace(
+            observe(m, view),
+            children_hashes={
+                o["kind"]: o["metadata"]["annotations"]["modelplane.io/applied-hash"]
+                for o in first.apply
+            },
+        )
+        return [o["kind"] for o in plan(obs).apply]
+
+    assert kinds(mine) == [] and kinds(None) == []
+    assert kinds(edited) == ["Deployment"]

@@ -34,6 +34,7 @@ local TERMINAL = {
   Unknown = true,
   UnknownModel = true,
   UnknownToolParser = true,
+  WriteRejected = true,
 }
 local PROGRESSING = { Pending = true, Provisioning = true, Loading = true, Updating = true }
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -36,6 +38,7 @@ from modelplane.builders.resolve import ResolveError, resolve
 from modelplane.reconcile.core import (
     AdapterView,
     AutoscalerView,
+    ChildKind,
     DeploymentView,
     Event,
     Observed,
@@ -45,20 +48,32 @@ from modelplane.reconcile.core import (
     status_changed,
     status_patch,
 )
+from modelplane.reconcile.model import containers_of
 
 log = logging.getLogger("modelplane.adapters")
 
-_KINDS = {
-    "Deployment": ("apps/v1", "Deployment"),
-    "Service": ("v1", "Service"),
-    "TenantService": ("v1", "Service"),
-    "WarmPool": ("apps/v1", "Deployment"),
-    "WeightsClaim": ("v1", "PersistentVolumeClaim"),
-    "FillJob": ("batch/v1", "Job"),
-    "PodDisruptionBudget": ("policy/v1", "PodDisruptionBudget"),
-    "CredentialsSecret": ("v1", "Secret"),
-}
 MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+class WriteRejectedError(Exception):
+    """The apiserver refused a write for good (a 4xx other than 404 Not Found, 409 Conflict
+    and 429 Too Many Requests): retrying the same object cannot succeed."""
+
+    def __init__(self, what: str, status: int, reason: str, message: str) -> None:
+        super().__init__(f"the apiserver rejected {what} ({status} {reason}): {message}")
+        self.what, self.status, self.reason, self.message = what, status, reason, message
+        self.writes = 0  # write requests made before and including the refused one
+
+
+def rejected(e: ApiException, what: str) -> WriteRejectedError | None:
+    """The `WriteRejectedError` an ApiException from writing `what` is, or None (retry it)."""
+    status = int(e.status or 0)
+    if not 400 <= status < 500 or status in (404, 409, 429):
+        return None
+    message = str(e.reason or "")
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        message = json.loads(e.body or "{}").get("message") or message
+    return WriteRejectedError(what, status, str(e.reason or ""), message)
 
 
 def owner_is(uid: str | None) -> Callable[[Any], bool]:
@@ -135,6 +150,42 @@ class Kube:
                 log.warning("skipping %s: %s", it["metadata"].get("name"), e)
         return out
 
+    def server_pods(self, namespace: str, deployment: str) -> list[Any]:
+        """The pods of a Deployment's model servers (and warm pool), by label."""
+        items: list[Any] = self.core.list_namespaced_pod(
+            namespace, label_selector=f"{LABEL_DEPLOYMENT}={deployment}"
+        ).items
+        return items
+
+    def nodes(self) -> list[Any]:
+        """Nodes not being deleted."""
+        return [n for n in self.core.list_node().items if n.metadata.deletion_timestamp is None]
+
+    def cache_jobs(self, namespaces: Sequence[str] = ()) -> list[Any]:
+        """Jobs labelled with a cache key, in `namespaces` (all when empty)."""
+        batch = client.BatchV1Api(self.api)
+        if not namespaces:
+            found: list[Any] = batch.list_job_for_all_namespaces(
+                label_selector=LABEL_CACHE_KEY
+            ).items
+            return found
+        out: list[Any] = []
+        for ns in namespaces:
+            out += batch.list_namespaced_job(ns, label_selector=LABEL_CACHE_KEY).items
+        return out
+
+    def job(self, namespace: str, name: str) -> Any | None:
+        """The Job called `name`, or None."""
+        try:
+            return client.BatchV1Api(self.api).read_namespaced_job(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_node(self, name: str, patch: dict[str, Any]) -> None:
+        self.core.patch_node(name, patch)
+
     def _annotation_hash(self, obj: Any) -> str | None:
         ann = obj.metadata.annotations or {}
         return ann.get(ANNOTATION_SPEC_HASH)
@@ -148,119 +199,41 @@ class Kube:
         adapters: tuple[AdapterView, ...] | None = None,
         preload: PreloadView | None = None,
     ) -> Observed:
+        """Gather everything `plan` and `compute_status` need about one ModelDeployment."""
         ns, name = md.metadata.namespace or "default", md.metadata.name
         classes = self.accelerator_classes()
-        tenant_names: tuple[str, ...] = ()
-        credentials: serverless.BackendCredentials | None = None
+        siblings = self._siblings(ns)
+        serving = self._serving(md, ctx, classes, siblings)
         hashes: dict[str, str | None] = {}
         foreign: set[str] = set()
 
-        def child(key: str, reader: Any, name: str, namespace: str, ours: Any) -> None:
-            hashes[key] = self._child(reader, name, namespace, ours, foreign, key)
+        def child(kind: ChildKind, reader: Any, name: str, namespace: str, ours: Any) -> None:
+            hashes[kind] = self._child(reader, name, namespace, ours, foreign, kind)
 
-        # Which Deployment serves this object: its own, the shared backend (Serverless), or
-        # its base's (FineTuned adapters loaded into a base ModelDeployment).
-        target_ns, target, owned_by = ns, name, "owner"
-        siblings = [
-            ModelDeployment.model_validate(it)
-            for it in self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, ns, "modeldeployments"
-            )["items"]
-            if not it["metadata"].get("deletionTimestamp")
-        ]
-        base: ModelDeployment | None = None
-        ref = md.spec.base
-        if md.spec.tier == Tier.FINE_TUNED and ref is not None and ref.deployment:
-            base = next((m for m in siblings if m.metadata.name == ref.deployment), None)
-            target, owned_by = ref.deployment, "base"
-        lora_demand = sum(
-            len(m.spec.adapters)
-            for m in siblings
-            if m.spec.tier == Tier.FINE_TUNED
-            and m.spec.base is not None
-            and m.spec.base.deployment == name
-        )
-        if md.spec.tier == Tier.SERVERLESS:
-            try:
-                r = resolve(md, classes)
-            except ResolveError:
-                r = None
-            if r is not None:
-                target_ns, target = ctx.operator_namespace, serverless.backend_name(r)
-                owned_by = "backend"
-                tenants = [t for t, b in self._serverless_tenants(classes) if b == target]
-                tenant_names = serverless.tenant_names(tenants)
-                credentials = self._backend_credentials(target, tenants)
-                child(
-                    "CredentialsSecret",
-                    self.core.read_namespaced_secret,
-                    serverless.credentials_secret_name(target),
-                    target_ns,
-                    labelled(serverless.LABEL_BACKEND, target),
-                )
-                child(
-                    "TenantService",
-                    self.core.read_namespaced_service,
-                    name,
-                    ns,
-                    owner_is(md.metadata.uid),
-                )
-        try:
-            d = self.apps.read_namespaced_deployment(target, target_ns)
-            if owned_by == "owner":
-                owned = any(o.uid == md.metadata.uid for o in (d.metadata.owner_references or []))
-            elif owned_by == "base":
-                owned = True  # the base's servers; this object never writes them
-            else:
-                owned = (d.metadata.labels or {}).get(serverless.LABEL_BACKEND) == target
-            st = d.status
-            dep = DeploymentView(
-                exists=True,
-                replicas=d.spec.replicas if d.spec.replicas is not None else 1,
-                status_replicas=(st.replicas or 0) if st else 0,
-                ready_replicas=(st.ready_replicas or 0) if st else 0,
-                updated_replicas=(st.updated_replicas or 0) if st else 0,
-                observed_generation=(st.observed_generation or 0) if st else 0,
-                generation=d.metadata.generation or 0,
-                applied_hash=self._annotation_hash(d) if owned else None,
-                owned=owned,
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            dep = DeploymentView(exists=False)
-        policy = client.PolicyV1Api(self.api)
-        mine = owner_is(md.metadata.uid)
-        ours: Callable[[Any], bool]
-        if owned_by == "owner":
-            ours = mine
-        elif owned_by == "backend":
-            ours = labelled(serverless.LABEL_BACKEND, target)
-        else:  # the base's children: this object never writes them
-            ours = _anything
-        child("Service", self.core.read_namespaced_service, target, target_ns, ours)
-        child(
-            "PodDisruptionBudget",
-            policy.read_namespaced_pod_disruption_budget,
-            target,
-            target_ns,
-            ours,
-        )
+        if serving.role == "backend":
+            backend = labelled(serverless.LABEL_BACKEND, serving.name)
+            secret = serverless.credentials_secret_name(serving.name)
+            read_secret = self.core.read_namespaced_secret
+            child(ChildKind.CREDENTIALS_SECRET, read_secret, secret, serving.namespace, backend)
+            tenant = owner_is(md.metadata.uid)
+            child(ChildKind.TENANT_SERVICE, self.core.read_namespaced_service, name, ns, tenant)
+        dep = self._deployment_view(serving, md.metadata.uid)
+        ours = serving.ours(md.metadata.uid)
+        read_pdb = client.PolicyV1Api(self.api).read_namespaced_pod_disruption_budget
+        read_service = self.core.read_namespaced_service
+        child(ChildKind.SERVICE, read_service, serving.name, serving.namespace, ours)
+        child(ChildKind.POD_DISRUPTION_BUDGET, read_pdb, serving.name, serving.namespace, ours)
         if md.spec.preload is not None:
-            child(
-                "WarmPool",
-                self.apps.read_namespaced_deployment,
-                f"{name}-warm",
-                ns,
-                mine,
-            )
+            mine = owner_is(md.metadata.uid)
+            read_deployment = self.apps.read_namespaced_deployment
+            child(ChildKind.WARM_POOL, read_deployment, f"{name}-warm", ns, mine)
             if md.spec.preload.mode == PreloadMode.SHARED_VOLUME:
                 preload = self._shared_volume(md, classes, hashes, foreign)
         if ctx.capacity_provider == CapacityProvider.KARPENTER:
             foreign |= self._foreign_nodepools()
         pods = self.core.list_namespaced_pod(
-            target_ns,
-            label_selector=f"{LABEL_DEPLOYMENT}={target},{LABEL_COMPONENT}={COMPONENT_SERVER}",
+            serving.namespace,
+            label_selector=f"{LABEL_DEPLOYMENT}={serving.name},{LABEL_COMPONENT}={COMPONENT_SERVER}",
         ).items
         return Observed(
             md=md,
@@ -272,13 +245,83 @@ class Kube:
             now=now_rfc3339(),
             ctx=ctx,
             autoscaler=autoscaler,
-            tenant_names=tenant_names,
-            base=base,
+            tenant_names=serving.tenant_names,
+            base=serving.base,
             adapters=adapters,
-            lora_demand=lora_demand,
+            lora_demand=_lora_demand(name, siblings),
             preload=preload,
             foreign=frozenset(foreign),
-            backend_credentials=credentials,
+            backend_credentials=serving.credentials,
+        )
+
+    def _siblings(self, namespace: str) -> list[ModelDeployment]:
+        """Live ModelDeployments of a namespace."""
+        items = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modeldeployments"
+        )["items"]
+        return [
+            ModelDeployment.model_validate(it)
+            for it in items
+            if not it["metadata"].get("deletionTimestamp")
+        ]
+
+    def _serving(
+        self,
+        md: ModelDeployment,
+        ctx: Any,
+        classes: dict[str, AcceleratorClassSpec],
+        siblings: Sequence[ModelDeployment],
+    ) -> Serving:
+        """Which Deployment serves `md`: its own, the shared backend (Serverless), or its
+        base's (FineTuned adapters loaded into a base ModelDeployment)."""
+        ns, name = md.metadata.namespace or "default", md.metadata.name
+        ref = md.spec.base
+        if md.spec.tier == Tier.FINE_TUNED and ref is not None and ref.deployment:
+            base = next((m for m in siblings if m.metadata.name == ref.deployment), None)
+            return Serving(ns, ref.deployment, "base", base=base)
+        if md.spec.tier != Tier.SERVERLESS:
+            return Serving(ns, name, "owner")
+        try:
+            r = resolve(md, classes)
+        except ResolveError:
+            return Serving(ns, name, "owner")
+        target = serverless.backend_name(r)
+        tenants = [t for t, b in self._serverless_tenants(classes) if b == target]
+        return Serving(
+            ctx.operator_namespace,
+            target,
+            "backend",
+            tenant_names=serverless.tenant_names(tenants),
+            credentials=self._backend_credentials(target, tenants),
+        )
+
+    def _deployment_view(self, serving: Serving, uid: str | None) -> DeploymentView:
+        try:
+            d = self.apps.read_namespaced_deployment(serving.name, serving.namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return DeploymentView(exists=False)
+        if serving.role == "owner":
+            owned = any(o.uid == uid for o in (d.metadata.owner_references or []))
+        elif serving.role == "base":
+            owned = True  # the base's servers; this object never writes them
+        else:
+            owned = (d.metadata.labels or {}).get(serverless.LABEL_BACKEND) == serving.name
+        st = d.status
+        return DeploymentView(
+            exists=True,
+            replicas=d.spec.replicas if d.spec.replicas is not None else 1,
+            status_replicas=(st.replicas or 0) if st else 0,
+            ready_replicas=(st.ready_replicas or 0) if st else 0,
+            updated_replicas=(st.updated_replicas or 0) if st else 0,
+            observed_generation=(st.observed_generation or 0) if st else 0,
+            generation=d.metadata.generation or 0,
+            applied_hash=self._annotation_hash(d) if owned else None,
+            owned=owned,
+            containers=containers_of(self.api.sanitize_for_serialization(d))
+            if owned and serving.role != "base"
+            else None,
         )
 
     def _shared_volume(
@@ -407,8 +450,8 @@ class Kube:
             operator_namespace, label_selector=serverless.LABEL_BACKEND
         ).items
         readers = {
-            "Service": self.core.read_namespaced_service,
-            "PodDisruptionBudget": client.PolicyV1Api(
+            ChildKind.SERVICE: self.core.read_namespaced_service,
+            ChildKind.POD_DISRUPTION_BUDGET: client.PolicyV1Api(
                 self.api
             ).read_namespaced_pod_disruption_budget,
         }
@@ -421,12 +464,12 @@ class Kube:
             stale = name in wanted and name not in with_credentials
             if stale and self._child(secrets, mirror, operator_namespace, ours, set(), ""):
                 log.info("removing %s/%s: no tenant gives credentials", operator_namespace, mirror)
-                self.delete("CredentialsSecret", mirror, operator_namespace)
+                self.delete(ChildKind.CREDENTIALS_SECRET, mirror, operator_namespace)
                 writes += 1
             if name in wanted:
                 continue
             log.info("removing Serverless backend %s/%s: no tenant left", operator_namespace, name)
-            self.delete("Deployment", name, operator_namespace)
+            self.delete(ChildKind.DEPLOYMENT, name, operator_namespace)
             writes += 1
             for kind, reader in readers.items():
                 # Only the backend's own: never a stranger's object of the same name.
@@ -434,7 +477,7 @@ class Kube:
                     self.delete(kind, name, operator_namespace)
                     writes += 1
             if self._child(secrets, mirror, operator_namespace, ours, set(), "") is not None:
-                self.delete("CredentialsSecret", mirror, operator_namespace)
+                self.delete(ChildKind.CREDENTIALS_SECRET, mirror, operator_namespace)
                 writes += 1
         return writes
 
@@ -450,8 +493,9 @@ class Kube:
             force_conflicts=True,
         )
 
-    def delete(self, kind: str, name: str, namespace: str | None) -> None:
-        api_version, k = _KINDS.get(kind, ("karpenter.sh/v1", "NodePool"))
+    def delete(self, kind: ChildKind, name: str, namespace: str | None) -> None:
+        """Remove one child (gone already is fine)."""
+        api_version, k = kind.resource
         res = self.dyn.resources.get(api_version=api_version, kind=k)
         with contextlib.suppress(NotFoundError):
             self.dyn.delete(res, name=name, namespace=namespace)
@@ -515,7 +559,16 @@ class Kube:
         writes = 0
         ns = md.metadata.namespace or "default"
         for obj in p.apply:
-            self.apply(obj)
+            meta = obj["metadata"]
+            where = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+            try:
+                self.apply(obj)
+            except ApiException as e:
+                refused = rejected(e, f"{obj['kind']} {where}")
+                if refused is None:
+                    raise
+                refused.writes = writes + 1
+                raise refused from e
             writes += 1
             if obj["kind"] == "Secret" and p.credentials is not None and p.backend is not None:
                 self._credentials_shared(p.credentials, p.backend.namespace, obj)
@@ -585,9 +638,42 @@ class Kube:
         wanted = {f"modelplane-{c}" for c in in_use}
         for name in existing:
             if name not in wanted:
-                self.delete("NodePool", name, None)
+                self.delete(ChildKind.NODE_POOL, name, None)
                 writes += 1
         return writes
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The Deployment whose model servers serve a ModelDeployment, and whose it is: the
+    object's own ("owner"), a shared Serverless backend ("backend"), or a FineTuned object's
+    base ("base", never written by the FineTuned object)."""
+
+    namespace: str
+    name: str
+    role: Literal["owner", "backend", "base"]
+    base: ModelDeployment | None = None
+    tenant_names: tuple[str, ...] = ()
+    credentials: serverless.BackendCredentials | None = None
+
+    def ours(self, uid: str | None) -> Callable[[Any], bool]:
+        """Whether a child at the serving Deployment's name is ours to write."""
+        if self.role == "owner":
+            return owner_is(uid)
+        if self.role == "backend":
+            return labelled(serverless.LABEL_BACKEND, self.name)
+        return _anything  # the base's children: this object never writes them
+
+
+def _lora_demand(name: str, siblings: Sequence[ModelDeployment]) -> int:
+    """Adapters the FineTuned objects on base `name` want loaded at runtime."""
+    return sum(
+        len(m.spec.adapters)
+        for m in siblings
+        if m.spec.tier == Tier.FINE_TUNED
+        and m.spec.base is not None
+        and m.spec.base.deployment == name
+    )
 
 
 def pod_view(p: Any) -> PodView:

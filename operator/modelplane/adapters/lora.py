@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelplane.adapters.kube import pod_view
+from modelplane.adapters.ports import LoraCluster, LoraRuntime
 from modelplane.api.enums import EngineType, Tier
 from modelplane.api.v1alpha1 import ModelDeployment
-from modelplane.builders.objects import LABEL_DEPLOYMENT
 from modelplane.builders.resolve import engine_type_of
 from modelplane.catalog.engines import EngineProfile, engine_profile
 from modelplane.reconcile.core import AdapterView
@@ -120,7 +120,11 @@ def target_deployment(md: ModelDeployment) -> str:
 
 class LoraLoop:
     def __init__(
-        self, kube: Any, engine: EngineAPI, rt: Any, namespaces: Sequence[str] = ()
+        self,
+        kube: LoraCluster,
+        engine: EngineAPI,
+        rt: LoraRuntime,
+        namespaces: Sequence[str] = (),
     ) -> None:
         self.kube = kube
         self.engine = engine
@@ -132,6 +136,8 @@ class LoraLoop:
         return mds
 
     def round(self) -> None:
+        """One pass: load and unload adapters on every target's Ready pods, report per object.
+        (Longer than most: wanted set, per-pod load/unload and the report share the state.)"""
         mds = self._mds()
         tuned = [m for m in mds if m.spec.tier == Tier.FINE_TUNED]
         # (namespace, target deployment) -> adapter name -> path, over every FineTuned object.
@@ -154,9 +160,7 @@ class LoraLoop:
         for ns, target in sorted(set(wanted) | previous):
             want = wanted.get((ns, target), {})
             engine = engine_profile(engines.get((ns, target), EngineType.VLLM))
-            pods = self.kube.core.list_namespaced_pod(
-                ns, label_selector=f"{LABEL_DEPLOYMENT}={target}"
-            ).items
+            pods = self.kube.server_pods(ns, target)
             ready = [p for p in pods if _ready(p)]
             loaded_on: dict[str, int] = dict.fromkeys(want, 0)
             failures: dict[str, str] = {}

@@ -18,10 +18,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modelplane.adapters.kube import labelled
+from modelplane.adapters.ports import PreloadCluster, PreloadRuntime
 from modelplane.api.enums import PreloadMode, Tier
 from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders import preload as pl
@@ -45,7 +45,11 @@ def _gib(quantity: str) -> float:
 
 class PreloadLoop:
     def __init__(
-        self, kube: Any, rt: Any, ctx: BuildContext, namespaces: Sequence[str] = ()
+        self,
+        kube: PreloadCluster,
+        rt: PreloadRuntime,
+        ctx: BuildContext,
+        namespaces: Sequence[str] = (),
     ) -> None:
         self.kube = kube
         self.rt = rt
@@ -65,13 +69,7 @@ class PreloadLoop:
         return out
 
     def _jobs(self) -> dict[tuple[str, str], Any]:
-        batch = client.BatchV1Api(self.kube.api)
-        found = []
-        for ns in self.namespaces or (None,):
-            if ns is None:
-                found += batch.list_job_for_all_namespaces(label_selector=pl.LABEL_CACHE_KEY).items
-            else:
-                found += batch.list_namespaced_job(ns, label_selector=pl.LABEL_CACHE_KEY).items
+        found = self.kube.cache_jobs(self.namespaces)
         return {
             (
                 j.metadata.labels[pl.LABEL_CACHE_KEY],
@@ -85,9 +83,7 @@ class PreloadLoop:
         if not mds:
             return
         classes = self.kube.accelerator_classes()
-        nodes = [
-            n for n in self.kube.core.list_node().items if n.metadata.deletion_timestamp is None
-        ]
+        nodes = self.kube.nodes()
         jobs = self._jobs()
         for md in mds:
             key = f"{md.metadata.namespace}/{md.metadata.name}"
@@ -119,7 +115,7 @@ class PreloadLoop:
                 continue
             job = jobs.get((key, name))
             if job is None:
-                existing = self._existing(r.namespace, pl.job_name(key, name))
+                existing = self.kube.job(r.namespace, pl.job_name(key, name))
                 if existing is not None:
                     if labelled(pl.LABEL_CACHE_KEY, key)(existing):
                         downloading += 1  # created since the round's list (same weights)
@@ -148,15 +144,6 @@ class PreloadLoop:
                 downloading += 1
         return pl.PreloadView(cached, len(mine), downloading, message, tuple(foreign))
 
-    def _existing(self, namespace: str, name: str) -> Any:
-        """The Job called `name`, or None."""
-        try:
-            return client.BatchV1Api(self.kube.api).read_namespaced_job(name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
     def _free_gib(self, node: Any, jobs: dict[tuple[str, str], Any]) -> float:
         alloc = (node.status.allocatable or {}).get("ephemeral-storage", "0")
         budget = _gib(alloc) * CACHE_DISK_SHARE
@@ -184,7 +171,7 @@ class PreloadLoop:
             }
         }
         try:
-            self.kube.core.patch_node(node.metadata.name, patch)
+            self.kube.patch_node(node.metadata.name, patch)
             log.info("node %s now caches %s", node.metadata.name, r.uri)
         except ApiException as e:
             log.warning("could not label node %s: %s", node.metadata.name, e.reason)

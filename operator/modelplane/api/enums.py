@@ -91,3 +91,4 @@ class FailureReason(StrEnum):
     UNKNOWN = "Unknown"
     UNKNOWN_MODEL = "UnknownModel"
     UNKNOWN_TOOL_PARSER = "UnknownToolParser"
+    WRITE_REJECTED = "WriteRejected"

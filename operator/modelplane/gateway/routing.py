@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelplane.api.enums import Tier
+from modelplane.api.refs import BackendRef
 
 SEPARATOR = "--"  # FineTuned adapters are served as <ModelDeployment>--<adapter>
 ENGINE_PORT = 8000
@@ -85,9 +86,8 @@ def build_routes(mds: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Rout
         ns, name, tier = meta.get("namespace") or "default", meta["name"], spec.get("tier")
         routes: list[Route] = []
         if tier == Tier.SERVERLESS.value:
-            backend = status.get("backend") or ""
-            bns, _, bname = backend.partition("/")
-            group = PodGroup(bns, "modelplane.io/backend", bname) if bname else None
+            ref = BackendRef.parse(status.get("backend"))
+            group = PodGroup(ref.namespace, "modelplane.io/backend", ref.name) if ref else None
             routes = [Route(ns, n, name, tier, group, name) for n in _names(md)]
         elif tier == Tier.FINE_TUNED.value:
             base = (spec.get("base") or {}).get("deployment") or name

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -24,15 +25,16 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import ValidationError
 
 from modelplane.adapters.autoscaler import start_autoscaler
-from modelplane.adapters.kube import Kube
+from modelplane.adapters.kube import Kube, WriteRejectedError
 from modelplane.adapters.lora import HttpEngine, LoraLoop
 from modelplane.adapters.preload import PreloadLoop
-from modelplane.api.enums import CapacityProvider
+from modelplane.api.enums import CapacityProvider, FailureReason
 from modelplane.api.v1alpha1 import GROUP, VERSION, ModelDeployment
 from modelplane.builders.objects import LABEL_DEPLOYMENT, BuildContext
 from modelplane.builders.preload import PreloadView
+from modelplane.builders.resolve import ResolveError
 from modelplane.builders.serverless import LABEL_BACKEND
-from modelplane.reconcile.core import AdapterView, AutoscalerView, compute_status, plan
+from modelplane.reconcile.core import AdapterView, AutoscalerView, Plan, compute_status, plan
 from modelplane.settings import OperatorSettings
 
 log = logging.getLogger("modelplane.operator")
@@ -75,6 +77,9 @@ class Runtime:
     lora_targets: set[tuple[str, str]] = field(default_factory=set)
     #: Latest autoscaler decision per "namespace/name", written by the autoscaler loop.
     decisions: dict[str, AutoscalerView] = field(default_factory=dict)
+    #: "namespace/name" -> (uid, generation, error) of a write the apiserver refused for good:
+    #: not tried again until the spec changes (a new generation).
+    rejected: dict[str, tuple[str | None, int, ResolveError]] = field(default_factory=dict)
 
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:
@@ -127,7 +132,7 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
                 rt.preload.get(key),
             )
             p = plan(obs)
-            writes = rt.kube.carry_out(md, p)
+            writes, p = _carry_out(rt, key, md, p)
             status, events = compute_status(obs, p)
             if rt.kube.write_status(md, obs.previous_status, status):
                 writes += 1
@@ -158,41 +163,85 @@ def reconcile(rt: Runtime, body: dict[str, Any]) -> None:
     log.debug("reconciled %s: phase=%s writes=%d", key, status.get("phase"), writes)
 
 
+def _carry_out(rt: Runtime, key: str, md: ModelDeployment, p: Plan) -> tuple[int, Plan]:
+    """Carry out the plan unless the apiserver refused it for this generation already. A
+    refused write (4xx) fails the plan with the apiserver's message: Ready=False, reason
+    WriteRejected, and no retry until the spec changes."""
+    version = (md.metadata.uid, md.metadata.generation or 0)
+    with rt.guard:
+        known = rt.rejected.get(key)
+    if known is not None and known[:2] == version:
+        return 0, dataclasses.replace(
+            p, resolved=None, error=known[2], apply=[], delete=[], scale_to=None
+        )
+    try:
+        writes = rt.kube.carry_out(md, p)
+    except WriteRejectedError as e:
+        error = ResolveError(
+            FailureReason.WRITE_REJECTED.value,
+            f"{e}. Change the spec so the object it derives is valid; modelplane retries when "
+            "the spec changes",
+        )
+        log.warning("%s: %s", key, error.message)
+        with rt.guard:
+            rt.rejected[key] = (*version, error)
+        return e.writes, dataclasses.replace(
+            p, resolved=None, error=error, apply=[], delete=[], scale_to=None
+        )
+    with rt.guard:
+        rt.rejected.pop(key, None)
+    return writes, p
+
+
 def _runtime(memo: kopf.Memo) -> Runtime:
     rt: Runtime = memo["runtime"]
     return rt
 
 
 def _worker(rt: Runtime) -> None:
-    """Re-reconcile owners of changed children, at most once per debounce interval."""
+    """Re-reconcile owners of changed children, at most once per debounce interval. Survives
+    any error (an apiserver restart surfaces as urllib3 errors, not ApiExceptions)."""
     while not rt.stop.wait(0.2):
-        now = time.monotonic()
-        with rt.guard:
-            due = [k for k, t in rt.pending.items() if t <= now]
-            for k in due:
-                rt.pending.pop(k)
-        for key in due:
-            ns, name = key.split("/", 1)
-            try:
-                body = rt.kube.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, ns, "modeldeployments", name
-                )
-            except ApiException as e:
-                if e.status == 404:
-                    rt.count_phase(key, None)
-                    continue
-                log.warning("could not read %s: %s", key, e.reason)
+        try:
+            work_due(rt)
+        except Exception:
+            log.exception("worker round failed; continuing")
+
+
+def work_due(rt: Runtime) -> None:
+    """Reconcile every ModelDeployment whose trigger is due; one failing does not stop the rest."""
+    now = time.monotonic()
+    with rt.guard:
+        due = [k for k, t in rt.pending.items() if t <= now]
+        for k in due:
+            rt.pending.pop(k)
+    for key in due:
+        ns, name = key.split("/", 1)
+        try:
+            body = rt.kube.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, "modeldeployments", name
+            )
+        except ApiException as e:
+            if e.status == 404:
+                rt.count_phase(key, None)
                 continue
-            if body["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                reconcile(rt, body)
-            except (kopf.TemporaryError, kopf.PermanentError) as e:
-                log.info("reconcile of %s deferred: %s", key, e)
-                rt.trigger(ns, name, delay=5)
-            except Exception:
-                log.exception("reconcile of %s failed", key)
-                rt.trigger(ns, name, delay=10)
+            log.warning("could not read %s: %s; retrying", key, e.reason)
+            rt.trigger(ns, name, delay=5)
+            continue
+        except Exception as e:  # e.g. urllib3 MaxRetryError while the apiserver restarts
+            log.warning("could not read %s: %s; retrying", key, e)
+            rt.trigger(ns, name, delay=5)
+            continue
+        if body["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            reconcile(rt, body)
+        except (kopf.TemporaryError, kopf.PermanentError) as e:
+            log.info("reconcile of %s deferred: %s", key, e)
+            rt.trigger(ns, name, delay=5)
+        except Exception:
+            log.exception("reconcile of %s failed", key)
+            rt.trigger(ns, name, delay=10)
 
 
 @kopf.on.startup()
@@ -272,20 +321,30 @@ def _resync_loop(rt: Runtime) -> None:
 
     A loop with one list request rather than a kopf timer per object: kopf guards timers with a
     finalizer, and a finalizer would block deleting a ModelDeployment while the operator is down
-    (Argo CD and Flux prunes would hang); owner references already make deletion safe.
+    (Argo CD and Flux prunes would hang); owner references already make deletion safe. Any
+    error is logged and retried after 1, 2, 4 ... seconds (at most the interval): the loop
+    never dies, also not of a connection error while the apiserver restarts.
     """
     interval = rt.settings.resync_interval_seconds
-    while not rt.stop.wait(interval):
+    failures = 0
+    while not rt.stop.wait(interval if not failures else min(interval, 2.0 ** (failures - 1))):
         try:
-            for it in rt.kube.model_deployment_bodies(rt.settings.namespaces):
-                meta = it["metadata"]
-                if not meta.get("deletionTimestamp"):
-                    rt.trigger(meta["namespace"], meta["name"], delay=0)
-            if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
-                rt.kube.sync_nodepools(rt.kube.accelerator_classes())
-            rt.kube.sweep_backends(rt.settings.operator_namespace)
-        except ApiException as e:
-            log.warning("resync list failed: %s", e.reason)
+            resync_once(rt)
+        except Exception as e:
+            failures += 1
+            log.warning("resync failed (%s: %s); retrying", type(e).__name__, e)
+        else:
+            failures = 0
+
+
+def resync_once(rt: Runtime) -> None:
+    for it in rt.kube.model_deployment_bodies(rt.settings.namespaces):
+        meta = it["metadata"]
+        if not meta.get("deletionTimestamp"):
+            rt.trigger(meta["namespace"], meta["name"], delay=0)
+    if rt.settings.capacity_provider == CapacityProvider.KARPENTER:
+        rt.kube.sync_nodepools(rt.kube.accelerator_classes())
+    rt.kube.sweep_backends(rt.settings.operator_namespace)
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments")

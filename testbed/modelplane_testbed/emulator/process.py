@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from modelplane.api.refs import BackendRef
 from modelplane_testbed.emulator.control import ControlServer
 from modelplane_testbed.emulator.core import REPLICA_MODELS, ControlError, Emulator, load_trace
 from modelplane_testbed.emulator.engine_http import PodServers
@@ -130,11 +131,10 @@ def watch_routes(emulator: Emulator, api_client: Any, stop: threading.Event) -> 
             continue
         routes = {}
         for md in items:
-            backend = (md.get("status") or {}).get("backend") or ""
-            ns, _, name = backend.partition("/")
-            if ns and name:
+            ref = BackendRef.parse((md.get("status") or {}).get("backend"))
+            if ref is not None:
                 meta = md["metadata"]
-                routes[(meta["namespace"], meta["name"])] = (ns, name)
+                routes[(meta["namespace"], meta["name"])] = (ref.namespace, ref.name)
         emulator.set_routes(routes)
 
 
