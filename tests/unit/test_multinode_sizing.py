@@ -90,7 +90,7 @@ def test_cheapest_group_wins_across_classes() -> None:
 
 def test_fits_nodes_reasons() -> None:
     too_many = fits_nodes(BF16_405B, Precision.BF16, 131072, H100, MAX_NODES_PER_REPLICA + 1)
-    assert isinstance(too_many, NoFit) and too_many.reason == "InvalidNodeCount"
+    assert isinstance(too_many, NoFit) and too_many.reason == "InvalidParallelism"
     one = fits_nodes(BF16_405B, Precision.BF16, 131072, H100, 1)
     assert isinstance(one, NoFit) and one.reason == "ModelTooLarge"
     assert one == fits(BF16_405B, Precision.BF16, 131072, H100, 8)
@@ -108,3 +108,24 @@ def test_nothing_fits_within_the_node_cap_says_so() -> None:
         plan_multinode(BF16_405B, Precision.BF16, 131072, [l4])
     assert e.value.largest is not None and e.value.largest.nodes == MAX_NODES_PER_REPLICA
     assert "largest multi-node option" in e.value.message
+
+
+def test_render_prints_the_multinode_arithmetic_for_405b_bf16_on_h100() -> None:
+    from modelplane.commands import render_documents
+
+    doc = {
+        "apiVersion": "modelplane.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "big", "namespace": "m"},
+        "spec": {
+            "tier": "OnDemand",
+            "model": {"catalog": "llama-v3p1-405b-instruct-bf16"},
+            "accelerator": {"class": "nvidia-h100-80gb"},
+        },
+    }
+    with pytest.raises(SystemExit) as e:
+        render_documents([doc], "static")
+    msg = str(e.value)
+    assert "ModelTooLarge" in msg and "8 x NVIDIA H100 80GB give only 576.0 GiB" in msg
+    assert "2 nodes x 8 x NVIDIA H100 80GB = 16 GPUs" in msg
+    assert "851.0 GiB" in msg and "1152.0 GiB usable" in msg

@@ -242,7 +242,9 @@ def resolve(md: ModelDeployment, classes: dict[str, AcceleratorClassSpec]) -> Re
                         gpu_memory_utilization=util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION,
                     )
             except sizing.DoesNotFit as e:
-                raise ResolveError("ModelTooLarge", e.message) from None
+                util_ = util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION
+                hint = sizing.multinode_hint(cat, precision, context, accs, util_)  # multi-node
+                raise ResolveError("ModelTooLarge", e.message + hint) from None
             except ValueError as e:
                 raise ResolveError("InvalidModelSettings", str(e)) from None
         class_name, count, explanation = plan.accelerator, plan.gpu_count, plan.explanation
@@ -413,7 +415,10 @@ def _cheapest_on(
     raise ResolveError(
         "ModelTooLarge",
         (last.message if last else f"{cat.id} cannot be placed on {acc.name}")
-        + f"; choose a larger AcceleratorClass than {acc.name} or lower engine.maxContextLength",
+        + f"; choose a larger AcceleratorClass than {acc.name} or lower engine.maxContextLength"
+        + sizing.multinode_hint(  # multi-node
+            cat, precision, context, [acc], util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION, ". "
+        ),
     )
 
 

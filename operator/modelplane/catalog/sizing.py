@@ -68,6 +68,7 @@ __all__ = [
     "kv_bytes_per_token",
     "kv_cache_gib",
     "kv_replication",
+    "multinode_hint",
     "plan_accelerator",
     "plan_multinode",
     "tensor_parallel_problem",
@@ -472,16 +473,16 @@ def fits_nodes(
     kv_dtype_bytes: int = 2,
 ) -> SizingPlan | NoFit:
     """Check an explicit multi-node choice: `nodes` nodes of `accelerator`, `gpus_per_node`
-    GPUs each (default: the whole node). Reasons as `fits`, plus InvalidNodeCount."""
+    GPUs each (default: the whole node). Reasons as `fits`, plus InvalidParallelism (node count)."""
     count = gpus_per_node or accelerator.max_gpus_per_node
     if not 1 <= nodes <= MAX_NODES_PER_REPLICA:
         return NoFit(
-            "InvalidNodeCount",
+            "InvalidParallelism",
             f"{nodes} nodes per replica asked; a replica spans 1 to {MAX_NODES_PER_REPLICA} nodes",
         )
     if nodes > model.arch.num_layers:
         return NoFit(
-            "InvalidNodeCount",
+            "InvalidParallelism",
             f"{model.id} has {model.arch.num_layers} layers: no more than that many pipeline "
             f"stages, asked for {nodes} nodes",
         )
@@ -572,4 +573,26 @@ def plan_multinode(
         "Use a lower precision or a shorter context.",
         required_gib=largest.total_required_gib,
         largest=largest,
+    )
+
+
+def multinode_hint(
+    model: CatalogModel,
+    precision: Precision,
+    context_length: int,
+    accelerators: Iterable[Accelerator],
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+    sep: str = " ",
+) -> str:
+    """For a model no single node holds: the multi-node arithmetic (cheapest group), as a
+    sentence to append to a ModelTooLarge message; empty when no group holds it either."""
+    try:
+        plan = plan_multinode(
+            model, precision, context_length, accelerators, gpu_memory_utilization
+        )
+    except (DoesNotFit, ValueError):
+        return ""
+    return (
+        f"{sep}Across nodes it would fit: {plan.explanation}. Replicas of {plan.nodes} nodes on a "
+        "LeaderWorkerSet are not served by this operator version yet"
     )
