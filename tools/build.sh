@@ -5,7 +5,7 @@
 #   $MODELPLANE_CACHE/bin/<tool>-<version>/<binaries>     (default cache: ~/.cache/modelplane)
 #
 # A tool whose directory is complete is reused, so only the first run on a machine pays.
-# Usage: tools/build.sh [kubernetes|etcd|kwok|helm|karpenter|karpenter-kwok ...]
+# Usage: tools/build.sh [kubernetes|etcd|kwok|helm|karpenter|karpenter-kwok|lws ...]
 #   (no argument: all but karpenter-kwok, which only the Karpenter test bed needs)
 # Prints the cache's bin directory on the last line of stdout.
 set -euo pipefail
@@ -122,7 +122,23 @@ build_karpenter_kwok() {
   mkdir -p "$out/crds" && cp "$src"/kwok/apis/crds/*.yaml "$out/crds/" && chmod -R u+w "$out/crds"
 }
 
-tools=("$@"); [ ${#tools[@]} -eq 0 ] && tools=(etcd kwok helm karpenter kubernetes)
+build_lws() {
+  # The LeaderWorkerSet controller manager (its main package is sigs.k8s.io/lws/cmd, hence -o) and
+  # the manifests `cluster up` installs from: CRDs (config/crd/bases) and the webhook
+  # configurations (config/webhook: the generated manifests plus the kustomize patches that
+  # narrow the pod webhooks to LWS pods).
+  local out="$1" d; d="$(scratch lws)"
+  ( cd "$d" && go build -trimpath \
+      -ldflags "-s -w -X sigs.k8s.io/lws/pkg/version.GitVersion=v$LWS_VERSION" \
+      -o "$out/lws-controller" sigs.k8s.io/lws/cmd )
+  local src; src="$(cd "$d" && go list -m -f '{{.Dir}}' sigs.k8s.io/lws)"
+  mkdir -p "$out/crds" "$out/webhook"
+  cp "$src"/config/crd/bases/*.yaml "$out/crds/"
+  cp "$src"/config/webhook/manifests.yaml "$src"/config/webhook/*-patch.yaml "$out/webhook/"
+  chmod -R u+w "$out/crds" "$out/webhook"
+}
+
+tools=("$@"); [ ${#tools[@]} -eq 0 ] && tools=(etcd kwok helm karpenter lws kubernetes)
 for t in "${tools[@]}"; do
   case "$t" in
     kubernetes) done_or_build kubernetes "$KUBERNETES_VERSION" build_kubernetes ;;
@@ -131,7 +147,8 @@ for t in "${tools[@]}"; do
     helm) done_or_build helm "$HELM_VERSION" build_helm ;;
     karpenter) done_or_build karpenter "$KARPENTER_VERSION" build_karpenter ;;
     karpenter-kwok) done_or_build karpenter-kwok "$KARPENTER_VERSION" build_karpenter_kwok ;;
-    *) die "unknown tool '$t' (known: kubernetes etcd kwok helm karpenter karpenter-kwok)" ;;
+    lws) done_or_build lws "$LWS_VERSION" build_lws ;;
+    *) die "unknown tool '$t' (known: kubernetes etcd kwok helm karpenter karpenter-kwok lws)" ;;
   esac
 done
 echo "$bin"

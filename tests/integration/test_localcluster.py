@@ -292,12 +292,12 @@ def test_second_cluster_runs_side_by_side_and_down_leaves_nothing(
     )
     other = LocalCluster("side", state_root=tmp_path, layout=layout, die_with_parent=True)
     try:
-        st = other.up(timeout=120)
+        st = other.up(timeout=240)
         assert st.ports["apiserver"] != cluster.state().ports["apiserver"]  # type: ignore[union-attr]
         assert other.status()["readyz"] and cluster.status()["readyz"]
         assert other.status()["nodes"] == 2
         pids = other.pids()
-        assert len(pids) == 6  # namespace holder + relay, etcd, apiserver, cm, scheduler, kwok
+        assert len(pids) == 7  # holder + relay, etcd, apiserver, cm, scheduler, kwok, lws
         holder = other.state().netns_pid  # type: ignore[union-attr]
         assert holder in pids
     finally:
@@ -372,7 +372,7 @@ def test_cluster_up_as_an_unprivileged_user_and_down_leaves_nothing() -> None:
         [*cli, "up", "--name", "nobody", *layout, "--node", "g5.xlarge=1"],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         check=False,
     )
     try:
@@ -390,7 +390,7 @@ def test_cluster_up_as_an_unprivileged_user_and_down_leaves_nothing() -> None:
         ).stdout
         assert "gpu-g5-xlarge-0" in nodes and "system-0" in nodes
         pids = [p["pid"] for p in st["processes"]]
-        assert len(pids) == 6
+        assert len(pids) == 7  # the six above and the LWS controller
     finally:
         down = subprocess.run(
             [*cli, "down", "--name", "nobody"], capture_output=True, text=True, timeout=60

@@ -83,6 +83,12 @@ def test_pki_issues_loopback_serving_cert_and_admin_client(tmp_path: Path) -> No
     adm = x509.load_pem_x509_certificate(k.admin_crt.read_bytes())
     assert "O=system:masters" in adm.subject.rfc4514_string()
     assert (k.ca_key.stat().st_mode & 0o077) == 0
+    # the LWS webhook's serving certificate: for its loopback address, from the same CA
+    crt, _key = pki_mod.issue_server(k, "lws-webhook", ["127.0.0.1"])
+    hook = x509.load_pem_x509_certificate(crt)
+    sans = hook.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert hook.issuer == srv.issuer
 
 
 def test_wrapper_modules_pin_the_versions_in_versions_env() -> None:
@@ -103,3 +109,4 @@ def test_wrapper_modules_pin_the_versions_in_versions_env() -> None:
         f"sigs.k8s.io/karpenter v{v['KARPENTER_VERSION']}"
         in (REPO / "tools/karpenter/go.mod").read_text()
     )
+    assert f"require sigs.k8s.io/lws v{v['LWS_VERSION']}" in (REPO / "tools/lws/go.mod").read_text()

@@ -330,7 +330,8 @@ def _sized(
             cat, precision, context, accs, gpu_memory_utilization=utilization
         )
     except sizing.DoesNotFit as e:
-        raise ResolveError("ModelTooLarge", e.message) from None
+        hint = sizing.multinode_hint(cat, precision, context, accs, utilization)  # multi-node
+        raise ResolveError("ModelTooLarge", e.message + hint) from None
     except ValueError as e:
         raise ResolveError("InvalidModelSettings", str(e)) from None
 
@@ -483,7 +484,10 @@ def _cheapest_on(
     raise ResolveError(
         "ModelTooLarge",
         (last.message if last else f"{cat.id} cannot be placed on {acc.name}")
-        + f"; choose a larger AcceleratorClass than {acc.name} or lower engine.maxContextLength",
+        + f"; choose a larger AcceleratorClass than {acc.name} or lower engine.maxContextLength"
+        + sizing.multinode_hint(  # multi-node
+            cat, precision, context, [acc], util or sizing.DEFAULT_GPU_MEMORY_UTILIZATION, ". "
+        ),
     )
 
 

@@ -352,6 +352,27 @@ _MODELS: tuple[CatalogModel, ...] = (
         "~756 GiB of weights, more than any single node in the default accelerator table.",
     ),
     CatalogModel(
+        id="llama-v3p1-405b-instruct-bf16",
+        display_name="Llama 3.1 405B Instruct (BF16)",
+        uri="hf://meta-llama/Llama-3.1-405B-Instruct",
+        task=Task.CHAT,
+        arch=_LLAMA_3_405B,
+        unquantized_params_billion=4.2,  # embed + lm_head: 2 x 128256 x 16384
+        max_context_length=131072,
+        default_context_length=131072,
+        default_precision=Precision.BF16,
+        checkpoint_precision=Precision.BF16,
+        supported_precisions=(Precision.BF16,),
+        alternative_engines=(EngineType.SGLANG,),
+        supports_tools=True,
+        tool_call_parsers=_LLAMA_TOOLS,
+        supports_lora=True,
+        chat_template_notes=_LLAMA_TOOL_TEMPLATE,
+        notes="Meta's original BF16 weights: ~756 GiB, more than one 8 x H100 or 8 x A100 node "
+        "holds, so on those classes a replica spans two nodes (tensor parallel 8 inside each, "
+        "pipeline parallel 2 across them) on a LeaderWorkerSet; one 8 x H200 node holds it.",
+    ),
+    CatalogModel(
         id="deepseek-v3",
         display_name="DeepSeek V3",
         uri="hf://deepseek-ai/DeepSeek-V3",

@@ -29,6 +29,17 @@ Placement rules
   (Ampere would run weight-only FP8 through Marlin kernels, slower; not chosen automatically),
   FP4 on Blackwell, BF16 from Ampere on.
 * The cheapest fitting option (price per GPU-hour x count) wins; ties go to fewer GPUs.
+
+Across nodes (multi-node replicas)
+----------------------------------
+When no single node of any allowed class holds the model (or the spec asks for more than one
+node), a replica spans ``nodes`` whole nodes of one class: tensor parallel inside a node (TP =
+the node's GPUs, a valid split as above) and pipeline parallel across nodes (PP = nodes, no more
+than the model's layers). Memory adds up across the group: weights and KV are split over
+``nodes x GPUs per node`` GPUs (each pipeline stage keeps its own layers' KV, replicated across
+its TP ranks as above) and the reserve is per GPU. The fewest nodes that fit on a class is that
+class's option; the cheapest option (price per GPU-hour x all GPUs of the group) wins, ties to
+fewer nodes. Nodes per replica are capped at `MAX_NODES_PER_REPLICA`.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ __all__ = [
     "DEFAULT_GPU_MEMORY_UTILIZATION",
     "GB_PER_GIB",
     "GIB",
+    "MAX_NODES_PER_REPLICA",
     "NATIVE_PRECISION_FAMILIES",
     "OVERHEAD_PER_GPU_GIB",
     "TENSOR_PARALLEL_SIZES",
@@ -53,10 +65,13 @@ __all__ = [
     "SizingPlan",
     "candidate_counts",
     "fits",
+    "fits_nodes",
     "kv_bytes_per_token",
     "kv_cache_gib",
     "kv_replication",
+    "multinode_hint",
     "plan_accelerator",
+    "plan_multinode",
     "tensor_parallel_problem",
     "usable_gib",
     "weights_gib",
@@ -68,6 +83,8 @@ GB_PER_GIB = GIB / 1e9
 OVERHEAD_PER_GPU_GIB = 2.0
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
 TENSOR_PARALLEL_SIZES: tuple[int, ...] = (1, 2, 4, 8)
+#: The most nodes one replica (one LeaderWorkerSet group) may span.
+MAX_NODES_PER_REPLICA = 4
 
 #: GPU families (nvidia.com/gpu.family values) with native math for each precision.
 NATIVE_PRECISION_FAMILIES: dict[Precision, frozenset[str]] = {
@@ -80,7 +97,12 @@ NATIVE_PRECISION_FAMILIES: dict[Precision, frozenset[str]] = {
 
 @dataclass(frozen=True)
 class SizingPlan:
-    """A placement that fits: which GPUs, how many, and the memory arithmetic behind it."""
+    """A placement that fits: which GPUs, how many, and the memory arithmetic behind it.
+
+    ``gpu_count`` is the GPUs of one node (one pod); a multi-node plan has ``nodes`` such pods
+    per replica (tensor parallel ``gpu_count`` inside each, pipeline parallel ``nodes``).
+    Memory and cost figures are the whole replica's.
+    """
 
     model_id: str
     accelerator: str  # AcceleratorClass name
@@ -99,10 +121,19 @@ class SizingPlan:
     kv_capacity_tokens: int  # tokens the KV pool holds once weights and reserve are placed
     hourly_cost: Decimal  # USD for the GPUs of one replica
     explanation: str
+    nodes: int = 1  # nodes per replica (pipeline-parallel stages)
 
     @property
     def tensor_parallel_size(self) -> int:
         return self.gpu_count
+
+    @property
+    def pipeline_parallel_size(self) -> int:
+        return self.nodes
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpu_count * self.nodes
 
 
 @dataclass(frozen=True)
@@ -226,14 +257,17 @@ def _plan(
     gpu_memory_utilization: float,
     min_concurrent_sequences: int,
     kv_dtype_bytes: int,
+    nodes: int = 1,
 ) -> SizingPlan:
-    """The arithmetic for one option, whether or not it fits (headroom may be negative)."""
+    """The arithmetic for one option, whether or not it fits (headroom may be negative).
+    `count` is GPUs per node; `nodes` > 1 splits the layers into that many pipeline stages."""
     w = weights_gib(model, precision)
     replicas = kv_replication(model, count)
     kv = kv_cache_gib(model, context_length, min_concurrent_sequences, kv_dtype_bytes) * replicas
-    overhead = OVERHEAD_PER_GPU_GIB * count
+    gpus = count * nodes
+    overhead = OVERHEAD_PER_GPU_GIB * gpus
     total = w + kv + overhead
-    usable = usable_gib(accelerator, count, gpu_memory_utilization)
+    usable = usable_gib(accelerator, gpus, gpu_memory_utilization)
     per_token = kv_bytes_per_token(model, kv_dtype_bytes) * replicas
     capacity = int(max(usable - w - overhead, 0.0) * GIB // per_token) if per_token else 0
 
@@ -252,10 +286,16 @@ def _plan(
         tokens += f", {replicas} copies across TP ranks"
     kv_note = " FP8" if kv_dtype_bytes == 1 else ""
     verdict = "give" if total <= usable else "give only"
+    where = f"{count} x {accelerator.display_name}"
+    if nodes > 1:
+        where = (
+            f"{nodes} nodes x {where} = {gpus} GPUs (tensor parallel {count} inside a node, "
+            f"pipeline parallel {nodes} across nodes)"
+        )
     explanation = (
         f"{params} x {_fmt_bytes(precision.bytes_per_param)} ({precision.value}) = {w:.1f} GiB "
         f"weights + {kv:.1f} GiB{kv_note} KV ({tokens}) + {overhead:.1f} GiB overhead = "
-        f"{total:.1f} GiB; {count} x {accelerator.display_name} {verdict} {usable:.1f} GiB "
+        f"{total:.1f} GiB; {where} {verdict} {usable:.1f} GiB "
         f"usable at {gpu_memory_utilization:.2f}"
     )
     return SizingPlan(
@@ -274,8 +314,9 @@ def _plan(
         usable_gib=usable,
         headroom_gib=usable - total,
         kv_capacity_tokens=capacity,
-        hourly_cost=accelerator.price_per_gpu_hour * count,
+        hourly_cost=accelerator.price_per_gpu_hour * gpus,
         explanation=explanation,
+        nodes=nodes,
     )
 
 
@@ -416,4 +457,145 @@ def plan_accelerator(
         f"Use a lower precision, a shorter context, or multi-node serving.",
         required_gib=largest.total_required_gib,
         largest=largest,
+    )
+
+
+# --- across nodes -------------------------------------------------------------------------------
+
+
+def fits_nodes(
+    model: CatalogModel,
+    precision: Precision,
+    context_length: int,
+    accelerator: Accelerator,
+    nodes: int,
+    gpus_per_node: int | None = None,
+    *,
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+    min_concurrent_sequences: int = 1,
+    kv_dtype_bytes: int = 2,
+) -> SizingPlan | NoFit:
+    """Check an explicit multi-node choice: `nodes` nodes of `accelerator`, `gpus_per_node`
+    GPUs each (default: the whole node). Reasons as `fits`, plus InvalidParallelism (node count)."""
+    count = gpus_per_node or accelerator.max_gpus_per_node
+    if not 1 <= nodes <= MAX_NODES_PER_REPLICA:
+        return NoFit(
+            "InvalidParallelism",
+            f"{nodes} nodes per replica asked; a replica spans 1 to {MAX_NODES_PER_REPLICA} nodes",
+        )
+    if nodes > model.arch.num_layers:
+        return NoFit(
+            "InvalidParallelism",
+            f"{model.id} has {model.arch.num_layers} layers: no more than that many pipeline "
+            f"stages, asked for {nodes} nodes",
+        )
+    one = fits(
+        model,
+        precision,
+        context_length,
+        accelerator,
+        count,
+        gpu_memory_utilization=gpu_memory_utilization,
+        min_concurrent_sequences=min_concurrent_sequences,
+        kv_dtype_bytes=kv_dtype_bytes,
+    )
+    if isinstance(one, NoFit) and one.reason != "ModelTooLarge":
+        return one
+    plan = _plan(
+        model,
+        precision,
+        context_length,
+        accelerator,
+        count,
+        gpu_memory_utilization,
+        min_concurrent_sequences,
+        kv_dtype_bytes,
+        nodes,
+    )
+    if plan.headroom_gib < 0:
+        return NoFit("ModelTooLarge", f"{model.id} does not fit: {plan.explanation}")
+    return plan
+
+
+def plan_multinode(
+    model: CatalogModel,
+    precision: Precision,
+    context_length: int,
+    accelerators: Iterable[Accelerator] = DEFAULT_ACCELERATORS,
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+    min_concurrent_sequences: int = 1,
+    kv_dtype_bytes: int = 2,
+    *,
+    nodes: int | None = None,
+) -> SizingPlan:
+    """The cheapest placement on 2 or more whole nodes of one class (or exactly `nodes`):
+    each class's fewest fitting nodes, then the lowest price of the whole group (ties: fewer
+    nodes, then name). Raises DoesNotFit when no class holds the model within
+    `MAX_NODES_PER_REPLICA` nodes."""
+    _check_request(model, context_length, gpu_memory_utilization)
+    if precision not in model.supported_precisions:
+        offered = ", ".join(p.value for p in model.supported_precisions)
+        raise ValueError(f"{model.id} is offered at {offered}, not {precision.value}")
+    counts = [nodes] if nodes else list(range(2, MAX_NODES_PER_REPLICA + 1))
+    best: list[SizingPlan] = []
+    largest: SizingPlan | None = None
+    for acc in accelerators:
+        if _precision_problem(model, precision, acc) is not None:
+            continue
+        gpus = acc.max_gpus_per_node
+        if tensor_parallel_problem(model, gpus) is not None:
+            continue
+        for n in counts:
+            if n > model.arch.num_layers:
+                break
+            plan = _plan(
+                model,
+                precision,
+                context_length,
+                acc,
+                gpus,
+                gpu_memory_utilization,
+                min_concurrent_sequences,
+                kv_dtype_bytes,
+                n,
+            )
+            if largest is None or plan.usable_gib > largest.usable_gib:
+                largest = plan
+            if plan.headroom_gib >= 0:
+                best.append(plan)
+                break
+    if best:
+        return min(best, key=lambda p: (p.hourly_cost, p.nodes, p.accelerator))
+    need = f"{model.id} at {precision.value} with {context_length}-token context"
+    if largest is None:
+        raise DoesNotFit(f"{need}: no accelerator offered runs it natively across whole nodes")
+    raise DoesNotFit(
+        f"{need} needs {largest.total_required_gib:.1f} GiB; the largest multi-node option, "
+        f"{largest.nodes} nodes x {largest.gpu_count} x {largest.accelerator_display_name}, "
+        f"gives {largest.usable_gib:.1f} GiB usable at {gpu_memory_utilization:.2f}. "
+        "Use a lower precision or a shorter context.",
+        required_gib=largest.total_required_gib,
+        largest=largest,
+    )
+
+
+def multinode_hint(
+    model: CatalogModel,
+    precision: Precision,
+    context_length: int,
+    accelerators: Iterable[Accelerator],
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+    sep: str = " ",
+) -> str:
+    """For a model no single node holds: the multi-node arithmetic (cheapest group), as a
+    sentence to append to a ModelTooLarge message; empty when no group holds it either."""
+    try:
+        plan = plan_multinode(
+            model, precision, context_length, accelerators, gpu_memory_utilization
+        )
+    except (DoesNotFit, ValueError):
+        return ""
+    return (
+        f"{sep}Across nodes it would fit: {plan.explanation}. Replicas of {plan.nodes} nodes on a "
+        "LeaderWorkerSet are not served by this operator version yet"
     )

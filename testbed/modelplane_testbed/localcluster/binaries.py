@@ -51,6 +51,9 @@ class Binaries:
     kwok_stages: Path
     helm: Path
     karpenter_crds: Path
+    lws: Path
+    lws_crds: Path
+    lws_webhook: Path
     kubernetes_version: str
 
     @property
@@ -64,6 +67,7 @@ _TOOLS = {
     "kwok": "KWOK_VERSION",
     "helm": "HELM_VERSION",
     "karpenter": "KARPENTER_VERSION",
+    "lws": "LWS_VERSION",
 }
 
 
@@ -111,5 +115,8 @@ def ensure(*, build: bool = True, quiet: bool = False) -> Binaries:
         kwok_stages=d["kwok"] / "stages",
         helm=d["helm"] / "helm",
         karpenter_crds=d["karpenter"] / "crds",
+        lws=d["lws"] / "lws-controller",
+        lws_crds=d["lws"] / "crds",
+        lws_webhook=d["lws"] / "webhook",
         kubernetes_version=versions()["KUBERNETES_VERSION"],
     )

@@ -32,7 +32,7 @@ from typing import Any, Self
 
 import yaml
 
-from modelplane_testbed.localcluster import binaries, netns, pki
+from modelplane_testbed.localcluster import binaries, lws, netns, pki
 from modelplane_testbed.localcluster.nodes import NodeLayout, load_layout
 
 Log = Callable[[str], None]
@@ -55,7 +55,7 @@ POD_CIDR = netns.POD_CIDR
 
 #: The processes `up` starts; others (emulator, provisioner, an operator) may come and go.
 CORE_PROCESSES = frozenset(
-    {"netns", "etcd", "apiserver", "controller-manager", "scheduler", "kwok"}
+    {"netns", "etcd", "apiserver", "controller-manager", "scheduler", "kwok", "lws"}
 )
 
 
@@ -256,6 +256,7 @@ class LocalCluster:
         self.log_dir.mkdir(exist_ok=True)
         keys = pki.generate(self.dir / "pki")
         names = ["etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler"]
+        names += ["lws_webhook", "lws_health"]
         self._state = ClusterState(
             name=self.name,
             kubernetes_version=bins.kubernetes_version,
@@ -274,7 +275,7 @@ class LocalCluster:
             self._start_apiserver(bins, st, keys)
             self._wait(lambda: self._readyz(st), deadline, "kube-apiserver /readyz", "apiserver")
             self.log(f"kube-apiserver ready at {st.server} ({time.monotonic() - t0:.1f}s)")
-            for d in [bins.karpenter_crds, *crd_dirs]:
+            for d in [bins.karpenter_crds, bins.lws_crds, *crd_dirs]:
                 self.apply_dir(d, bins)
             self._start_controllers(bins, st, keys)
             self._create_nodes(layout)
@@ -284,6 +285,10 @@ class LocalCluster:
             )
             self._wait(
                 self._default_sa_exists, deadline, "default ServiceAccount", "controller-manager"
+            )
+            self._start_lws(bins, st, keys, deadline)
+            self.log(
+                f"LeaderWorkerSet controller and webhooks ready ({time.monotonic() - t0:.1f}s)"
             )
         except BaseException:
             self.log("start-up failed; stopping what was started")
@@ -496,6 +501,61 @@ class LocalCluster:
                 "--server-address=",  # no /logs or /exec endpoint: nothing listens
             ],
         )
+
+    def _start_lws(
+        self, bins: binaries.Binaries, st: ClusterState, k: pki.Pki, deadline: float
+    ) -> None:
+        """The LeaderWorkerSet controller, its webhooks served on loopback with a certificate of
+        the cluster's CA and registered by URL (see `modelplane_testbed.localcluster.lws`)."""
+        from kubernetes import client
+
+        # Its CRDs were applied with the others; their large schemas take a while to be served.
+        self._wait(
+            lambda: self.get("/apis/leaderworkerset.x-k8s.io/v1")[0] == 200,
+            deadline,
+            "the LeaderWorkerSet CRD to be served",
+            "apiserver",
+        )
+        certs = self.dir / "lws-certs"
+        certs.mkdir(mode=0o700, exist_ok=True)
+        crt, key = pki.issue_server(k, "lws-webhook", [lws.WEBHOOK_HOST])
+        (certs / "tls.crt").write_bytes(crt)
+        (certs / "tls.key").write_bytes(key)
+        (certs / "tls.key").chmod(0o600)
+        cfg = self.dir / "lws.yaml"
+        port = st.ports["lws_webhook"]
+        conf = lws.controller_config(
+            webhook_port=port, health_port=st.ports["lws_health"], cert_dir=certs
+        )
+        cfg.write_text(yaml.safe_dump(conf, sort_keys=False))
+        self._spawn(
+            "lws",
+            [
+                str(bins.lws),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={cfg}",
+                "--zap-log-level=info",
+            ],
+        )
+        docs = lws.webhook_configurations(bins.lws_webhook, port=port, ca_pem=k.ca_crt.read_bytes())
+        self.kubectl(
+            "apply", "--server-side", "--force-conflicts",
+            "--field-manager=modelplane-localcluster", "-f", "-",
+            input=yaml.safe_dump_all(docs, sort_keys=False),
+        )  # fmt: skip
+        api = client.CustomObjectsApi(self.api())
+        rec = next(p for p in st.processes if p.name == "lws")
+
+        def dry_run(body: dict[str, Any]) -> None:
+            api.create_namespaced_custom_object(
+                "leaderworkerset.x-k8s.io", "v1", "default", "leaderworkersets", body,
+                dry_run="All",
+            )  # fmt: skip
+
+        try:
+            lws.wait_for_webhooks(dry_run, deadline=deadline, alive=rec.alive)
+        except (RuntimeError, TimeoutError) as e:
+            raise ClusterError(f"{e}; see {self.log_dir / 'lws.log'}") from e
 
     def client_kubeconfig(self, user: str, groups: list[str] | None = None) -> Path:
         """A kubeconfig for another identity (a client cert for `user` in `groups`)."""

@@ -190,3 +190,21 @@ def issue_client(pki: Pki, user: str, groups: list[str]) -> tuple[bytes, bytes]:
         x509.Name(attrs), key, ca.subject, ca_key, usage=[ExtendedKeyUsageOID.CLIENT_AUTH]
     )
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def issue_server(pki: Pki, name: str, ips: list[str]) -> tuple[bytes, bytes]:
+    """A serving certificate (PEM cert, PEM key) for `ips`, signed by the CA: webhook servers
+    the apiserver calls by `url:` with the CA as `caBundle`."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+        key,
+        ca.subject,
+        ca_key,
+        usage=[ExtendedKeyUsageOID.SERVER_AUTH],
+        sans=[x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips],
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
