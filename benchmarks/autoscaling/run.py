@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.autoscaling import workloads
 from benchmarks.autoscaling.workloads import Trace
@@ -60,12 +61,19 @@ RAMP_S = 600.0  # every trace's load ramps in linearly over its first 10 minutes
 ORACLE_MARGINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 
 
+def policy_settings(target: float = TARGET) -> dict[str, Any]:
+    """The benchmark's modelplane settings (``AutoscalingPolicy`` keyword arguments)."""
+    return {
+        "min_replicas": MIN_REPLICAS,
+        "max_replicas": MAX_REPLICAS,
+        "concurrent_requests": target,
+    }
+
+
 def our_policy(target: float = TARGET) -> AutoscalingPolicy:
     """modelplane's policy at its defaults (Fireworks windows, fast path at 4 queued per
     ready replica) with the load target every baseline gets."""
-    return AutoscalingPolicy(
-        min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS, concurrent_requests=target
-    )
+    return AutoscalingPolicy(**policy_settings(target))
 
 
 @dataclass(frozen=True, slots=True)

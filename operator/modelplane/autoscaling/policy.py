@@ -65,6 +65,9 @@ MIN_SCALE_TO_ZERO_WINDOW_S = 300.0
 DEFAULT_FAST_PATH_QUEUE = 4.0
 DEFAULT_SCALE_TO_ZERO_WINDOW_S = 3600.0
 DEFAULT_SCALE_UP_QUANTILE = 0.0
+DEFAULT_FORECAST_HORIZON_S = 0.0
+DEFAULT_FORECAST_WINDOW_S = 300.0
+DEFAULT_FORECAST_SIGMAS = 0.0
 _EPS = 1e-9
 
 # Python field name -> API (camelCase) name, in reporting order.
@@ -135,6 +138,9 @@ class AutoscalingPolicy:
     queue_depth: float | None = None
     fast_path_queue_per_replica: float | None = DEFAULT_FAST_PATH_QUEUE
     scale_up_quantile: float = DEFAULT_SCALE_UP_QUANTILE
+    forecast_horizon: float = DEFAULT_FORECAST_HORIZON_S
+    forecast_window: float = DEFAULT_FORECAST_WINDOW_S
+    forecast_sigmas: float = DEFAULT_FORECAST_SIGMAS
 
     def __post_init__(self) -> None:
         problems = validate_policy(self)
@@ -163,7 +169,7 @@ class AutoscalingPolicy:
     @property
     def history_seconds(self) -> float:
         """How much history ``decide`` looks at."""
-        return max(self.scale_up_window, self.scale_down_window)
+        return max(self.scale_up_window, self.scale_down_window, self.forecast_window)
 
     @classmethod
     def from_spec(
@@ -241,6 +247,10 @@ def validate_policy(policy: AutoscalingPolicy) -> list[str]:
             f"scale_up_quantile is {p.scale_up_quantile}; use a fraction in [0, 1] "
             "(0: the minimum of the up window, 0.5: its median)"
         )
+    for name in ("forecast_horizon", "forecast_window", "forecast_sigmas"):
+        value = getattr(p, name)
+        if not 0 <= value < math.inf:
+            problems.append(f"{name} is {value}; use a finite number, 0 or more")
     if not p.targets and p.min_replicas != p.max_replicas:
         problems.append(
             "no load target is set; set at least one (e.g. concurrent_requests=16) "
@@ -366,37 +376,50 @@ def recommendations(
     arrive, ``ready x arrival rate / completion rate`` (at least ``ready + 1`` while the
     backlog grows), the arrival rate being the completion rate plus the growth of the
     in-flight count between the two samples. (Requests being served at saturation are a
-    backlog too: a saturated replica runs its 256 sequences slowly.) Once the backlog is
-    gone, the targets size the fleet as usual.
+    backlog too: a saturated replica runs its 256 sequences slowly.) The rate targets
+    (requests and tokens per second) read the opposite way: a saturated fleet's measured
+    rates are its output, capped by its capacity, so they are scaled up by the same
+    ``arrival rate / completion rate`` to give the demand. Once the backlog is gone, the
+    targets size the fleet as usual.
     """
     out: dict[str, int] = {}
     severe = policy.fast_path_queue_per_replica or DEFAULT_FAST_PATH_QUEUE
     cap = None
+    ratio = 1.0
     if sample.queue_depth >= severe * max(sample.ready_replicas, 1):
-        cap = _backlog_cap(sample, previous)
+        backlog = _backlog(sample, previous)
+        if backlog is not None:
+            cap, ratio = backlog
     for name, demand in _per_target_values(sample, policy).items():
-        target = policy.targets[name]
-        rec = max(0, math.ceil(demand / target - 1e-6))
+        if name in _RATE_TARGETS:
+            demand *= ratio  # served rate x arrivals / completions: the demand, not the output
+        rec = max(0, math.ceil(demand / policy.targets[name] - 1e-6))
         if cap is not None and name in ("concurrent_requests", "queue_depth"):
             rec = min(rec, cap)
         out[name] = rec
     return out
 
 
-def _backlog_cap(sample: MetricSample, previous: MetricSample | None) -> int | None:
-    """Replicas whose completion rate matches the arrival rate, while requests wait."""
+_RATE_TARGETS = frozenset(
+    {"requests_per_second", "tokens_generated_per_second", "prompt_tokens_per_second"}
+)
+
+
+def _backlog(sample: MetricSample, previous: MetricSample | None) -> tuple[int, float] | None:
+    """While requests wait: (replicas whose completion rate matches the arrival rate,
+    arrival rate / completion rate)."""
     if previous is None or sample.queue_depth <= 0 or sample.ready_replicas <= 0:
         return None
     dt = sample.timestamp - previous.timestamp
     if dt <= 0 or sample.requests_per_second <= 0:
         return None
     growth = (sample.concurrent_requests - previous.concurrent_requests) / dt
-    arrivals = sample.requests_per_second + max(growth, 0.0)
+    ratio = (sample.requests_per_second + max(growth, 0.0)) / sample.requests_per_second
     # replicas that became ready since the previous sample completed nothing yet
     serving = min(sample.ready_replicas, max(previous.ready_replicas, 1))
-    need = math.ceil(serving * arrivals / sample.requests_per_second - 1e-6)
+    need = math.ceil(serving * ratio - 1e-6)
     # at least one more replica than ready while a backlog grows
-    return max(need, sample.ready_replicas + (1 if growth > 0 else 0))
+    return max(need, sample.ready_replicas + (1 if growth > 0 else 0)), ratio
 
 
 def _history_recs(samples: list[MetricSample], policy: AutoscalingPolicy) -> list[int]:
@@ -461,6 +484,7 @@ class _Context:
     winner: str | None
     raw: int
     up_floor: int
+    ahead: int
     down_ceiling: int
     now_text: str
 
@@ -490,6 +514,33 @@ def up_statistic(recs: list[int], quantile: float) -> int:
     return ordered[min(len(ordered) - 1, int(quantile * (len(ordered) - 1)))]
 
 
+def forecast(points: list[tuple[float, int]], now: float, policy: AutoscalingPolicy) -> int:
+    """Replicas the load will ask for ``forecast_horizon`` from now (0 when off or falling).
+
+    A least-squares line through the recommendations of the last ``forecast_window``
+    (at least half of it must be history), read at ``now + forecast_horizon``, plus
+    ``forecast_sigmas`` times the residuals' standard deviation (a standby margin sized
+    from how far the load strays from its trend). Only a rising trend counts: a cold
+    start is started early for load that is coming, never held for load that left.
+    """
+    if policy.forecast_horizon <= 0 or policy.forecast_window <= 0:
+        return 0
+    pts = [(t, r) for t, r in points if t >= now - policy.forecast_window - _EPS]
+    if len(pts) < 3 or now - pts[0][0] < policy.forecast_window / 2:
+        return 0
+    n = len(pts)
+    mt = sum(t for t, _ in pts) / n
+    mr = sum(r for _, r in pts) / n
+    var = sum((t - mt) ** 2 for t, _ in pts)
+    slope = sum((t - mt) * (r - mr) for t, r in pts) / var if var > 0 else 0.0
+    if slope <= 0:
+        return 0
+    resid = [r - (mr + slope * (t - mt)) for t, r in pts]
+    sigma = math.sqrt(sum(e * e for e in resid) / max(n - 2, 1))
+    ahead = mr + slope * (now + policy.forecast_horizon - mt) + policy.forecast_sigmas * sigma
+    return max(0, math.ceil(ahead - 1e-6))
+
+
 def _context(history: MetricHistory, policy: AutoscalingPolicy, now: float) -> _Context:
     kept = list(history)
     latest = kept[-1]
@@ -500,9 +551,10 @@ def _context(history: MetricHistory, policy: AutoscalingPolicy, now: float) -> _
     down_lo = now - policy.scale_down_window - _EPS
     up = [r for s, r in by_age if s.timestamp >= up_lo] or [raw]
     down_ceiling = max((r for s, r in by_age if s.timestamp >= down_lo), default=raw)
-    up_floor = up_statistic(up, policy.scale_up_quantile)
+    ahead = forecast([(s.timestamp, r) for s, r in by_age], now, policy)
+    up_floor = max(up_statistic(up, policy.scale_up_quantile), ahead)
     now_text = _describe(latest, policy, winner, raw)
-    return _Context(latest, recs_now, winner, raw, up_floor, down_ceiling, now_text)
+    return _Context(latest, recs_now, winner, raw, up_floor, ahead, down_ceiling, now_text)
 
 
 def _clamp(
@@ -539,11 +591,12 @@ def _scale_up(
     target = ctx.raw if fast else ctx.up_floor
     if target <= current:
         return None
-    why = (
-        f"fast path: queue {ctx.latest.queue_depth:g} >= {fpq:g}/ready replica"
-        if fast
-        else f"scale-up window {_fmt_s(policy.scale_up_window)}"
-    )
+    if fast:
+        why = f"fast path: queue {ctx.latest.queue_depth:g} >= {fpq:g}/ready replica"
+    elif ctx.ahead >= target:
+        why = f"forecast {_fmt_s(policy.forecast_horizon)} ahead"
+    else:
+        why = f"scale-up window {_fmt_s(policy.scale_up_window)}"
     text = _describe(ctx.latest, policy, ctx.winner, target) + f" ({why})"
     return _clamp(ctx, policy, current, target, Reason.SCALE_UP, text, fast)
 
