@@ -61,18 +61,44 @@ RAMP_S = 600.0  # every trace's load ramps in linearly over its first 10 minutes
 ORACLE_MARGINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 
 
-def policy_settings(target: float = TARGET) -> dict[str, Any]:
-    """The benchmark's modelplane settings (``AutoscalingPolicy`` keyword arguments)."""
-    return {
+#: per-replica token targets as fractions of what one replica does flat out: prefill
+#: (1 / prefill time per token) and decode (a full batch of ``max_num_seqs``). These are
+#: properties of the replica (a load test of the model on its GPUs), not of any trace;
+#: the fractions are the sensitivity sweep's (``benchmarks.autoscaling.sensitivity``).
+PROMPT_FRACTION = 0.25
+DECODE_FRACTION = 0.5
+
+
+def prefill_capacity(model: ReplicaModel) -> float:
+    """Prompt tokens per second one replica prefills flat out."""
+    return 1.0 / model.prefill_s_per_token
+
+
+def decode_capacity(model: ReplicaModel) -> float:
+    """Output tokens per second one replica generates at a full batch."""
+    return model.max_num_seqs / model.decode_step_s(model.max_num_seqs)
+
+
+def policy_settings(target: float | None = None) -> dict[str, Any]:
+    """The benchmark's modelplane settings (``AutoscalingPolicy`` keyword arguments):
+    load in tokens (prompt and generated tokens per second per replica), the up window's
+    median, a forecast one cold start (180 s) ahead. ``target`` adds a per-replica
+    concurrency target (the baselines' unit) for comparison."""
+    out: dict[str, Any] = {
         "min_replicas": MIN_REPLICAS,
         "max_replicas": MAX_REPLICAS,
-        "concurrent_requests": target,
+        "prompt_tokens_per_second": round(PROMPT_FRACTION * prefill_capacity(MODEL)),
+        "tokens_generated_per_second": round(DECODE_FRACTION * decode_capacity(MODEL)),
+        "scale_up_quantile": 0.5,
+        "forecast_horizon": 180.0,
     }
+    if target is not None:
+        out["concurrent_requests"] = target
+    return out
 
 
-def our_policy(target: float = TARGET) -> AutoscalingPolicy:
-    """modelplane's policy at its defaults (Fireworks windows, fast path at 4 queued per
-    ready replica) with the load target every baseline gets."""
+def our_policy(target: float | None = None) -> AutoscalingPolicy:
+    """modelplane's policy as the benchmark runs it (``policy_settings``)."""
     return AutoscalingPolicy(**policy_settings(target))
 
 
@@ -164,7 +190,7 @@ def run_family(name: str, title: str, trace: Trace, target: float = TARGET) -> F
     oracle, oracle_res, feasible = feasible_oracle(trace, horizon, score_from)
     peak = max(oracle.need, default=MIN_REPLICAS)
     controllers: list[Controller] = [
-        PolicyController(our_policy(target)),
+        PolicyController(our_policy()),
         HpaController(target=target, min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS),
         KpaController(target=target, min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS),
         KpaController(
@@ -350,7 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short smoke run; no doc written")
     ap.add_argument("--no-write", action="store_true", help="do not write the doc")
     ap.add_argument("--only", default="", help="comma-separated family names to run")
-    ap.add_argument("--target", type=float, default=TARGET, help="per-replica concurrency target")
+    ap.add_argument(
+        "--target", type=float, default=TARGET, help="per-replica concurrency target of HPA and KPA"
+    )
     args = ap.parse_args(argv)
     trace_path: Path = args.trace.resolve()
     if not trace_path.is_file():

@@ -23,36 +23,34 @@ from benchmarks.autoscaling import run, workloads
 from modelplane.autoscaling.policy import AutoscalingPolicy
 from modelplane_testbed.baselines import PolicyController
 
-#: variant name -> changes to ``run.policy_settings()``; ``None`` removes a setting
-_PREFILL = 1.0 / run.MODEL.prefill_s_per_token  # prompt tokens/s a replica prefills flat out
-_DECODE = run.MODEL.max_num_seqs / run.MODEL.decode_step_s(run.MODEL.max_num_seqs)
-
-_TOKENS = {
-    "concurrent_requests": 64.0,
-    "prompt_tokens_per_second": 0.25 * _PREFILL,
-    "tokens_generated_per_second": 0.5 * _DECODE,
-    "scale_up_quantile": 0.5,
-}
+#: variant name -> changes to ``run.policy_settings()`` (``None`` unsets a target)
+_PREFILL = run.prefill_capacity(run.MODEL)
+_DECODE = run.decode_capacity(run.MODEL)
 
 VARIANTS: Mapping[str, Mapping[str, Any]] = {
-    "cr16 (last session)": {"scale_up_quantile": 0.0},
-    "tok+cr64 med": {**_TOKENS},
-    "tok+cr64 med fc180": {**_TOKENS, "forecast_horizon": 180.0},
-    "tok+cr64 med fc180 1sd": {**_TOKENS, "forecast_horizon": 180.0, "forecast_sigmas": 1.0},
-    "tok+cr64 med fc240": {**_TOKENS, "forecast_horizon": 240.0},
-    "cr16 med fc180": {"scale_up_quantile": 0.5, "forecast_horizon": 180.0},
-    "tok med fc180": {**_TOKENS, "concurrent_requests": None, "forecast_horizon": 180.0},
+    "chosen (tokens 25%/50%, up median, forecast 180 s)": {},
+    "concurrency 16 instead of tokens, up minimum, no forecast (last session)": {
+        "prompt_tokens_per_second": None,
+        "tokens_generated_per_second": None,
+        "concurrent_requests": 16.0,
+        "scale_up_quantile": 0.0,
+        "forecast_horizon": 0.0,
+    },
+    "prompt target 15% of prefill capacity": {"prompt_tokens_per_second": 0.15 * _PREFILL},
+    "prompt target 35%": {"prompt_tokens_per_second": 0.35 * _PREFILL},
+    "decode target 30% of full-batch throughput": {"tokens_generated_per_second": 0.3 * _DECODE},
+    "decode target 70%": {"tokens_generated_per_second": 0.7 * _DECODE},
+    "+ concurrency 64": {"concurrent_requests": 64.0},
+    "up minimum (quantile 0)": {"scale_up_quantile": 0.0},
+    "no forecast": {"forecast_horizon": 0.0},
+    "forecast 300 s": {"forecast_horizon": 300.0},
+    "forecast + 1 sd standby": {"forecast_sigmas": 1.0},
+    "fast path off": {"fast_path_queue_per_replica": None},
 }
 
 
 def policy_for(changes: Mapping[str, Any]) -> AutoscalingPolicy:
-    kwargs = dict(run.policy_settings())
-    for k, v in changes.items():
-        if v is None:
-            kwargs.pop(k, None)
-        else:
-            kwargs[k] = v
-    return AutoscalingPolicy(**kwargs)
+    return AutoscalingPolicy(**{**run.policy_settings(), **changes})
 
 
 def measure(
