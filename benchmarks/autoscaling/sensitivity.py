@@ -28,8 +28,8 @@ _PREFILL = run.prefill_capacity(run.MODEL)
 _DECODE = run.decode_capacity(run.MODEL)
 
 VARIANTS: Mapping[str, Mapping[str, Any]] = {
-    "chosen (tokens 25%/50%, up median, forecast 180 s)": {},
-    "concurrency 16 instead of tokens, up minimum, no forecast (last session)": {
+    "chosen: tokens 25% / 50% + up median + forecast 180 s": {},
+    "last session: concurrency 16 + up minimum + no forecast": {
         "prompt_tokens_per_second": None,
         "tokens_generated_per_second": None,
         "concurrent_requests": 16.0,
