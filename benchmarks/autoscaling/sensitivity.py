@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--only", default="", help="comma-separated family names to run")
     ap.add_argument("--variants", default="", help="comma-separated variant names to run")
+    ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = ap.parse_args(argv)
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     pick = {x.strip() for x in args.variants.split(",") if x.strip()}
@@ -99,10 +100,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = {k: v for k, v in VARIANTS.items() if not pick or k in pick}
     t0 = time.perf_counter()
     families, out = measure(variants, only)
+    text = table(families, out)
     print()
-    print(table(families, out))
+    print(text)
     print(f"\n(simulated in {time.perf_counter() - t0:.0f} s)")
+    if args.write:
+        write(text, " ".join(argv if argv is not None else sys.argv[1:]))
     return 0
+
+
+def write(text: str, args: str) -> None:
+    """The table as the ``autoscaling-sensitivity`` section of docs/benchmarks.md."""
+    from benchmarks.report import write_section
+
+    write_section(
+        "autoscaling-sensitivity",
+        "### Autoscaling: sensitivity of the policy's parameters\n\n"
+        "Reproduce:\n\n```sh\n"
+        f"uv run python -m benchmarks.autoscaling.sensitivity {args}\n```\n\n"
+        "Each cell is modelplane's SLO attainment / GPU-hours on that family, the first row "
+        "being the benchmark's settings and every other row changing one of them (same setup "
+        "as the autoscaling benchmark above). The aggregate pools attainment over the scored "
+        "requests and sums GPU-hours.\n\n" + text,
+    )
 
 
 if __name__ == "__main__":
