@@ -350,3 +350,125 @@ def test_property_no_drop_below_the_peak_of_the_down_window(seed: int) -> None:
                 min(_independent_recs(h, float(t), BIG.scale_up_window)), current
             ), (t, d)
         current = d.desired_replicas
+
+
+MULTI = AutoscalingPolicy(
+    min_replicas=1,
+    max_replicas=400,
+    concurrent_requests=64,
+    prompt_tokens_per_second=3000,
+    tokens_generated_per_second=4000,
+    kv_cache_utilization=0.8,
+    scale_up_quantile=0.5,
+)
+
+
+def _window(h: MetricHistory, policy: AutoscalingPolicy, now: float, seconds: float) -> list[int]:
+    samples = list(h)
+    out = []
+    for i, s in enumerate(samples):
+        if now - seconds - 1e-9 <= s.timestamp <= now + 1e-9:
+            prev = samples[i - 1] if i > 0 else None
+            out.append(max(recommendations(s, policy, prev).values(), default=0))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_property_token_targets_never_drop_below_the_down_window(seed: int) -> None:
+    """Random histories of every signal (token rates, KV use, queues, silences, ready
+    replicas lagging the count): a drop happens only with a full down window and never
+    below its highest recommendation; a scale-up off the fast path never exceeds the up
+    window's statistic (its lower median here)."""
+    import random
+
+    from modelplane.autoscaling.policy import up_statistic
+
+    rng = random.Random(1000 + seed)
+    h = MetricHistory(max_age=MULTI.history_seconds + 10)
+    current = ready = rng.randint(1, 30)
+    level = rng.uniform(0, 50_000)
+    for t in range(0, 2400, 5):
+        if rng.random() < 0.04:
+            level = rng.choice([0.0, rng.uniform(0, 5_000), rng.uniform(5_000, 200_000)])
+        prompt = max(0.0, level * rng.uniform(0.5, 1.5))
+        if rng.random() < 0.05:  # a burst of long prompts
+            prompt += rng.uniform(0, 500_000)
+        queue = rng.uniform(0, 2000) if rng.random() < 0.05 else 0.0
+        ready = min(current, ready + rng.randint(0, 3))
+        h.add(
+            sample(
+                float(t),
+                ready=ready,
+                concurrent_requests=prompt / 1000 + queue,
+                queue_depth=queue,
+                requests_per_second=prompt / 1200,
+                prompt_tokens_per_second=prompt,
+                tokens_generated_per_second=prompt * rng.uniform(0.05, 2.0),
+                kv_cache_utilization=min(1.0, prompt / 200_000 / max(ready, 1)),
+            )
+        )
+        d = decide(h, current, ready, MULTI, now=float(t))
+        if d.desired_replicas < current:
+            assert h.covers(float(t), MULTI.scale_down_window)
+            peak = max(_window(h, MULTI, float(t), MULTI.scale_down_window))
+            assert d.desired_replicas >= min(current, max(peak, 1)), (t, d)
+        elif d.desired_replicas > current and not d.fast_path:
+            up = up_statistic(_window(h, MULTI, float(t), MULTI.scale_up_window), 0.5)
+            assert d.desired_replicas <= max(up, current), (t, d)
+        current = d.desired_replicas
+        ready = min(ready, current)
+
+
+def test_up_statistic_is_a_quantile_of_the_window() -> None:
+    from modelplane.autoscaling.policy import up_statistic
+
+    assert up_statistic([5, 1, 9, 3], 0.0) == 1
+    assert up_statistic([5, 1, 9, 3], 0.5) == 3  # lower median
+    assert up_statistic([5, 1, 9, 3], 1.0) == 9
+    assert up_statistic([], 0.5) == 0
+    with pytest.raises(ValueError, match="scale_up_quantile"):
+        AutoscalingPolicy(min_replicas=1, max_replicas=2, queue_depth=1, scale_up_quantile=1.5)
+
+
+def test_forecast_starts_a_cold_start_ahead_of_a_rising_load() -> None:
+    """A load rising steadily: the up window's median still fits the fleet, the trend a
+    cold start ahead does not, so the forecast scales up early; the same load falling
+    forecasts nothing."""
+    from modelplane.autoscaling.policy import forecast
+
+    policy = AutoscalingPolicy(
+        min_replicas=1,
+        max_replicas=100,
+        prompt_tokens_per_second=1000,
+        scale_up_quantile=0.5,
+        forecast_horizon=180,
+        forecast_window=300,
+    )
+    rising = MetricHistory(max_age=policy.history_seconds + 10)
+    for t in range(0, 305, 5):
+        rising.add(sample(float(t), ready=4, prompt_tokens_per_second=1000 + 10.0 * t))
+    d = decide(rising, 4, 4, policy, now=300)
+    # 4000 tokens/s now, +10/s: 5800 in 180 s -> 6 replicas
+    assert (d.desired_replicas, d.reason) == (6, Reason.SCALE_UP)
+    assert "forecast 3m ahead" in d.explanation
+    assert forecast([(0.0, 4), (100.0, 3), (200.0, 2)], 200.0, policy) == 0
+    assert forecast([(150.0, 1), (200.0, 2)], 200.0, policy) == 0  # too little history
+    off = AutoscalingPolicy(min_replicas=1, max_replicas=100, prompt_tokens_per_second=1000)
+    assert decide(rising, 4, 4, off, now=300).desired_replicas == 4
+
+
+def test_rate_targets_read_demand_not_output_while_requests_queue() -> None:
+    """A saturated fleet completes 10 req/s while 15 arrive: its measured prompt rate is
+    its output; the demand is that rate x 15/10."""
+    policy = AutoscalingPolicy(min_replicas=1, max_replicas=100, prompt_tokens_per_second=1000)
+    prev = sample(0.0, ready=2, concurrent_requests=500, queue_depth=100, requests_per_second=10)
+    now = sample(
+        5.0,
+        ready=2,
+        concurrent_requests=525,
+        queue_depth=125,
+        requests_per_second=10,
+        prompt_tokens_per_second=4000,
+    )
+    assert recommendations(now, policy, prev) == {"prompt_tokens_per_second": 6}
+    assert recommendations(now, policy) == {"prompt_tokens_per_second": 4}

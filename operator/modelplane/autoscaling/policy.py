@@ -64,6 +64,10 @@ __all__ = [
 MIN_SCALE_TO_ZERO_WINDOW_S = 300.0
 DEFAULT_FAST_PATH_QUEUE = 4.0
 DEFAULT_SCALE_TO_ZERO_WINDOW_S = 3600.0
+DEFAULT_SCALE_UP_QUANTILE = 0.0
+DEFAULT_FORECAST_HORIZON_S = 0.0
+DEFAULT_FORECAST_WINDOW_S = 300.0
+DEFAULT_FORECAST_SIGMAS = 0.0
 _EPS = 1e-9
 
 # Python field name -> API (camelCase) name, in reporting order.
@@ -133,6 +137,10 @@ class AutoscalingPolicy:
     kv_cache_utilization: float | None = None
     queue_depth: float | None = None
     fast_path_queue_per_replica: float | None = DEFAULT_FAST_PATH_QUEUE
+    scale_up_quantile: float = DEFAULT_SCALE_UP_QUANTILE
+    forecast_horizon: float = DEFAULT_FORECAST_HORIZON_S
+    forecast_window: float = DEFAULT_FORECAST_WINDOW_S
+    forecast_sigmas: float = DEFAULT_FORECAST_SIGMAS
 
     def __post_init__(self) -> None:
         problems = validate_policy(self)
@@ -161,7 +169,7 @@ class AutoscalingPolicy:
     @property
     def history_seconds(self) -> float:
         """How much history ``decide`` looks at."""
-        return max(self.scale_up_window, self.scale_down_window)
+        return max(self.scale_up_window, self.scale_down_window, self.forecast_window)
 
     @classmethod
     def from_spec(
@@ -234,6 +242,15 @@ def validate_policy(policy: AutoscalingPolicy) -> list[str]:
             )
     if p.fast_path_queue_per_replica is not None and not p.fast_path_queue_per_replica > 0:
         problems.append("fast_path_queue_per_replica must be above 0, or None to disable it")
+    if not 0 <= p.scale_up_quantile <= 1:
+        problems.append(
+            f"scale_up_quantile is {p.scale_up_quantile}; use a fraction in [0, 1] "
+            "(0: the minimum of the up window, 0.5: its median)"
+        )
+    for name in ("forecast_horizon", "forecast_window", "forecast_sigmas"):
+        value = getattr(p, name)
+        if not 0 <= value < math.inf:
+            problems.append(f"{name} is {value}; use a finite number, 0 or more")
     if not p.targets and p.min_replicas != p.max_replicas:
         problems.append(
             "no load target is set; set at least one (e.g. concurrent_requests=16) "
@@ -359,37 +376,50 @@ def recommendations(
     arrive, ``ready x arrival rate / completion rate`` (at least ``ready + 1`` while the
     backlog grows), the arrival rate being the completion rate plus the growth of the
     in-flight count between the two samples. (Requests being served at saturation are a
-    backlog too: a saturated replica runs its 256 sequences slowly.) Once the backlog is
-    gone, the targets size the fleet as usual.
+    backlog too: a saturated replica runs its 256 sequences slowly.) The rate targets
+    (requests and tokens per second) read the opposite way: a saturated fleet's measured
+    rates are its output, capped by its capacity, so they are scaled up by the same
+    ``arrival rate / completion rate`` to give the demand. Once the backlog is gone, the
+    targets size the fleet as usual.
     """
     out: dict[str, int] = {}
     severe = policy.fast_path_queue_per_replica or DEFAULT_FAST_PATH_QUEUE
     cap = None
+    ratio = 1.0
     if sample.queue_depth >= severe * max(sample.ready_replicas, 1):
-        cap = _backlog_cap(sample, previous)
+        backlog = _backlog(sample, previous)
+        if backlog is not None:
+            cap, ratio = backlog
     for name, demand in _per_target_values(sample, policy).items():
-        target = policy.targets[name]
-        rec = max(0, math.ceil(demand / target - 1e-6))
+        if name in _RATE_TARGETS:
+            demand *= ratio  # served rate x arrivals / completions: the demand, not the output
+        rec = max(0, math.ceil(demand / policy.targets[name] - 1e-6))
         if cap is not None and name in ("concurrent_requests", "queue_depth"):
             rec = min(rec, cap)
         out[name] = rec
     return out
 
 
-def _backlog_cap(sample: MetricSample, previous: MetricSample | None) -> int | None:
-    """Replicas whose completion rate matches the arrival rate, while requests wait."""
+_RATE_TARGETS = frozenset(
+    {"requests_per_second", "tokens_generated_per_second", "prompt_tokens_per_second"}
+)
+
+
+def _backlog(sample: MetricSample, previous: MetricSample | None) -> tuple[int, float] | None:
+    """While requests wait: (replicas whose completion rate matches the arrival rate,
+    arrival rate / completion rate)."""
     if previous is None or sample.queue_depth <= 0 or sample.ready_replicas <= 0:
         return None
     dt = sample.timestamp - previous.timestamp
     if dt <= 0 or sample.requests_per_second <= 0:
         return None
     growth = (sample.concurrent_requests - previous.concurrent_requests) / dt
-    arrivals = sample.requests_per_second + max(growth, 0.0)
+    ratio = (sample.requests_per_second + max(growth, 0.0)) / sample.requests_per_second
     # replicas that became ready since the previous sample completed nothing yet
     serving = min(sample.ready_replicas, max(previous.ready_replicas, 1))
-    need = math.ceil(serving * arrivals / sample.requests_per_second - 1e-6)
+    need = math.ceil(serving * ratio - 1e-6)
     # at least one more replica than ready while a backlog grows
-    return max(need, sample.ready_replicas + (1 if growth > 0 else 0))
+    return max(need, sample.ready_replicas + (1 if growth > 0 else 0)), ratio
 
 
 def _history_recs(samples: list[MetricSample], policy: AutoscalingPolicy) -> list[int]:
@@ -445,6 +475,192 @@ def _describe(
     return f"{TARGET_NAMES[name]} {value:.1f}/{target:g} per replica -> {replicas} {unit}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What one decision reads: the latest recommendations and the windows' extremes."""
+
+    latest: MetricSample
+    recs_now: Mapping[str, int]
+    winner: str | None
+    raw: int
+    up_floor: int
+    ahead: int
+    down_ceiling: int
+    now_text: str
+
+
+def _window_recs(
+    history: MetricHistory, policy: AutoscalingPolicy, now: float, raw: int
+) -> list[tuple[MetricSample, int]]:
+    """(sample, recommendation) over the longer window, each read with the sample before it,
+    so the up window, the fast path and the down window all read the same history."""
+    kept = list(history)
+    span = policy.history_seconds
+    idx = [i for i, s in enumerate(kept) if now - span - _EPS <= s.timestamp <= now + _EPS]
+    if not idx:
+        return [(kept[-1], raw)]
+    i0, i1 = idx[0], idx[-1] + 1
+    recs = _history_recs(kept[max(i0 - 1, 0) : i1], policy)
+    return list(zip(kept[i0:i1], recs[1 if i0 > 0 else 0 :], strict=True))
+
+
+def up_statistic(recs: list[int], quantile: float) -> int:
+    """The recommendation the up window acts on: the ``quantile`` of the window's
+    recommendations (0: the minimum, the load asked for it during the whole window; 0.5:
+    the lower median, it asked during at least half of it)."""
+    if not recs:
+        return 0
+    ordered = sorted(recs)
+    return ordered[min(len(ordered) - 1, int(quantile * (len(ordered) - 1)))]
+
+
+def forecast(points: list[tuple[float, int]], now: float, policy: AutoscalingPolicy) -> int:
+    """Replicas the load will ask for ``forecast_horizon`` from now (0 when off or falling).
+
+    A least-squares line through the recommendations of the last ``forecast_window``
+    (at least half of it must be history), read at ``now + forecast_horizon``, plus
+    ``forecast_sigmas`` times the residuals' standard deviation (a standby margin sized
+    from how far the load strays from its trend). Only a rising trend counts: a cold
+    start is started early for load that is coming, never held for load that left.
+    """
+    if policy.forecast_horizon <= 0 or policy.forecast_window <= 0:
+        return 0
+    pts = [(t, r) for t, r in points if t >= now - policy.forecast_window - _EPS]
+    if len(pts) < 3 or now - pts[0][0] < policy.forecast_window / 2:
+        return 0
+    n = len(pts)
+    mt = sum(t for t, _ in pts) / n
+    mr = sum(r for _, r in pts) / n
+    var = sum((t - mt) ** 2 for t, _ in pts)
+    slope = sum((t - mt) * (r - mr) for t, r in pts) / var if var > 0 else 0.0
+    if slope <= 0:
+        return 0
+    resid = [r - (mr + slope * (t - mt)) for t, r in pts]
+    sigma = math.sqrt(sum(e * e for e in resid) / max(n - 2, 1))
+    ahead = mr + slope * (now + policy.forecast_horizon - mt) + policy.forecast_sigmas * sigma
+    return max(0, math.ceil(ahead - 1e-6))
+
+
+def _context(history: MetricHistory, policy: AutoscalingPolicy, now: float) -> _Context:
+    kept = list(history)
+    latest = kept[-1]
+    recs_now = recommendations(latest, policy, kept[-2] if len(kept) >= 2 else None)
+    winner, raw = _best(recs_now)
+    by_age = _window_recs(history, policy, now, raw)
+    up_lo = now - policy.scale_up_window - _EPS
+    down_lo = now - policy.scale_down_window - _EPS
+    up = [r for s, r in by_age if s.timestamp >= up_lo] or [raw]
+    down_ceiling = max((r for s, r in by_age if s.timestamp >= down_lo), default=raw)
+    ahead = forecast([(s.timestamp, r) for s, r in by_age], now, policy)
+    up_floor = max(up_statistic(up, policy.scale_up_quantile), ahead)
+    now_text = _describe(latest, policy, winner, raw)
+    return _Context(latest, recs_now, winner, raw, up_floor, ahead, down_ceiling, now_text)
+
+
+def _clamp(
+    ctx: _Context,
+    policy: AutoscalingPolicy,
+    current: int,
+    desired: int,
+    reason: Reason,
+    text: str,
+    fast: bool = False,
+) -> Decision:
+    lo, hi = max(policy.min_replicas, 0), policy.max_replicas
+    if desired > hi:
+        text = f"{text}; capped at max {hi}"
+        return Decision(hi, Reason.AT_MAX, ctx.winner, ctx.recs_now, text, fast)
+    if desired < lo:
+        if current == lo:
+            reason = Reason.AT_MIN
+        text = f"{text}; floored at min {lo}"
+        return Decision(lo, reason, ctx.winner, ctx.recs_now, text, fast)
+    return Decision(desired, reason, ctx.winner, ctx.recs_now, text, fast)
+
+
+def _hold(ctx: _Context, current: int, reason: Reason, text: str) -> Decision:
+    return Decision(current, reason, ctx.winner, ctx.recs_now, text)
+
+
+def _scale_up(
+    ctx: _Context, policy: AutoscalingPolicy, current: int, ready: int
+) -> Decision | None:
+    """Scale up on the up window's statistic, or at once on the fast path."""
+    fpq = policy.fast_path_queue_per_replica
+    fast = fpq is not None and ctx.latest.queue_depth >= fpq * max(ready, 1) and ctx.raw > current
+    target = ctx.raw if fast else ctx.up_floor
+    if target <= current:
+        return None
+    if fast:
+        why = f"fast path: queue {ctx.latest.queue_depth:g} >= {fpq:g}/ready replica"
+    elif ctx.ahead >= target:
+        why = f"forecast {_fmt_s(policy.forecast_horizon)} ahead"
+    else:
+        why = f"scale-up window {_fmt_s(policy.scale_up_window)}"
+    text = _describe(ctx.latest, policy, ctx.winner, target) + f" ({why})"
+    return _clamp(ctx, policy, current, target, Reason.SCALE_UP, text, fast)
+
+
+def _scale_to_zero(
+    ctx: _Context, history: MetricHistory, policy: AutoscalingPolicy, now: float
+) -> Decision | None:
+    """Zero only with min 0, after zero traffic for the whole scale-to-zero window."""
+    stz = policy.effective_scale_to_zero_window
+    if stz is None or policy.min_replicas > 0:
+        return None
+    last = history.last_traffic
+    quiet_since = last if last is not None else history.first_timestamp
+    if quiet_since is None or now - quiet_since < stz - _EPS or not history.covers(now, stz):
+        return None
+    text = (
+        f"no traffic for {_fmt_s(now - quiet_since)} "
+        f"(scale-to-zero window {_fmt_s(stz)}) -> 0 replicas"
+    )
+    return Decision(0, Reason.SCALE_TO_ZERO, ctx.winner, ctx.recs_now, text)
+
+
+def _scale_down(
+    ctx: _Context, history: MetricHistory, policy: AutoscalingPolicy, current: int, now: float
+) -> Decision | None:
+    """Down to the highest recommendation of the down window, once it is all history."""
+    target = max(ctx.down_ceiling, policy.min_replicas, 1)
+    if target >= current:
+        return None
+    window = _fmt_s(policy.scale_down_window)
+    if not history.covers(now, policy.scale_down_window):
+        text = f"{ctx.now_text}; waiting for {window} of history before scaling down from {current}"
+        return _hold(ctx, min(current, policy.max_replicas), Reason.STABILIZING, text)
+    text = (
+        f"{ctx.now_text}; peak over scale-down window {window} needs {target} -> {target} replicas"
+    )
+    return _clamp(ctx, policy, current, target, Reason.SCALE_DOWN, text)
+
+
+def _steady(ctx: _Context, policy: AutoscalingPolicy, current: int) -> Decision:
+    """Neither window moves the count: say why it holds."""
+    lo, hi = max(policy.min_replicas, 0), policy.max_replicas
+    raw = ctx.raw
+    if raw > current:
+        reason = Reason.STABILIZING if current < hi else Reason.AT_MAX
+        text = (
+            f"{ctx.now_text}; not sustained over scale-up window "
+            f"{_fmt_s(policy.scale_up_window)}, keeping {current}"
+        )
+        return _hold(ctx, min(current, hi), reason, text)
+    if max(raw, lo, 1) < current:
+        text = (
+            f"{ctx.now_text}; scale-down window {_fmt_s(policy.scale_down_window)} "
+            f"still needs {current}"
+        )
+        return _hold(ctx, current, Reason.STABILIZING, text)
+    if current > hi:
+        return _clamp(ctx, policy, current, current, Reason.AT_MAX, ctx.now_text)
+    if current < lo:
+        return _clamp(ctx, policy, current, lo, Reason.SCALE_UP, f"{ctx.now_text}; below min {lo}")
+    reason = Reason.AT_MIN if raw < current == lo else Reason.HOLD
+    return _hold(ctx, current, reason, f"{ctx.now_text}; holding")
+
+
 def decide(
     history: MetricHistory,
     current_replicas: int,
@@ -457,127 +673,20 @@ def decide(
     ``current_replicas`` counts every replica asked for (ready or still starting), so a
     scale-up in progress is not repeated while its replicas load.
     """
-    lo = max(policy.min_replicas, 0)
-    hi = policy.max_replicas
-    latest = history.latest
-    if latest is None:
-        desired = min(max(current_replicas, lo), hi)
-        return Decision(
-            desired, Reason.NO_METRICS, None, {}, f"no metrics yet; keeping {desired} replicas"
-        )
-
-    kept = list(history)
-    previous = kept[-2] if len(kept) >= 2 else None
-    recs_now = recommendations(latest, policy, previous)
-    winner, raw = _best(recs_now)
-    now_text = _describe(latest, policy, winner, raw)
-
-    def clamp(desired: int, reason: Reason, text: str, fast: bool = False) -> Decision:
-        if desired > hi:
-            return Decision(
-                hi, Reason.AT_MAX, winner, recs_now, f"{text}; capped at max {hi}", fast
-            )
-        if desired < lo:
-            if current_replicas == lo:
-                reason = Reason.AT_MIN
-            return Decision(lo, reason, winner, recs_now, f"{text}; floored at min {lo}", fast)
-        return Decision(desired, reason, winner, recs_now, text, fast)
-
-    # From zero: any sign of a request wakes the deployment up immediately.
-    if current_replicas == 0:
-        if latest.has_traffic:
-            want = max(1, raw)
-            return clamp(want, Reason.SCALE_FROM_ZERO, f"request arrived at zero; {now_text}")
-        return clamp(0, Reason.HOLD, "no traffic; staying at zero")
-
-    # One recommendation per sample, each computed once (with the sample before it), so the
-    # up window, the fast path and the down window all read the same history.
-    span = max(policy.scale_up_window, policy.scale_down_window)
-    idx = [i for i, s in enumerate(kept) if now - span - _EPS <= s.timestamp <= now + _EPS]
-    by_age: list[tuple[MetricSample, int]] = [(latest, raw)]
-    if idx:
-        i0, i1 = idx[0], idx[-1] + 1
-        recs = _history_recs(kept[max(i0 - 1, 0) : i1], policy)
-        by_age = list(zip(kept[i0:i1], recs[1 if i0 > 0 else 0 :], strict=True))
-    up_lo = now - policy.scale_up_window - _EPS
-    down_lo = now - policy.scale_down_window - _EPS
-    up_floor = min((r for s, r in by_age if s.timestamp >= up_lo), default=raw)
-    down_ceiling = max((r for s, r in by_age if s.timestamp >= down_lo), default=raw)
-
-    fast = (
-        policy.fast_path_queue_per_replica is not None
-        and latest.queue_depth >= policy.fast_path_queue_per_replica * max(ready_replicas, 1)
-        and raw > current_replicas
+    if history.latest is None:
+        desired = min(max(current_replicas, policy.min_replicas, 0), policy.max_replicas)
+        text = f"no metrics yet; keeping {desired} replicas"
+        return Decision(desired, Reason.NO_METRICS, None, {}, text)
+    ctx = _context(history, policy, now)
+    cur = current_replicas
+    if cur == 0:  # from zero: any sign of a request wakes the deployment up at once
+        if ctx.latest.has_traffic:
+            text = f"request arrived at zero; {ctx.now_text}"
+            return _clamp(ctx, policy, cur, max(1, ctx.raw), Reason.SCALE_FROM_ZERO, text)
+        return _clamp(ctx, policy, cur, 0, Reason.HOLD, "no traffic; staying at zero")
+    return (
+        _scale_up(ctx, policy, cur, ready_replicas)
+        or _scale_to_zero(ctx, history, policy, now)
+        or _scale_down(ctx, history, policy, cur, now)
+        or _steady(ctx, policy, cur)
     )
-    up_target = raw if fast else up_floor
-
-    if up_target > current_replicas:
-        why = (
-            f"fast path: queue {latest.queue_depth:g} >= "
-            f"{policy.fast_path_queue_per_replica:g}/ready replica"
-            if fast
-            else f"scale-up window {_fmt_s(policy.scale_up_window)}"
-        )
-        text = _describe(latest, policy, winner, up_target) + f" ({why})"
-        return clamp(up_target, Reason.SCALE_UP, text, fast)
-
-    # Scale to zero: only with min 0, after zero traffic for the whole window.
-    stz = policy.effective_scale_to_zero_window
-    if stz is not None and lo == 0:
-        last = history.last_traffic
-        quiet_since = last if last is not None else history.first_timestamp
-        if quiet_since is not None and now - quiet_since >= stz - _EPS and history.covers(now, stz):
-            return Decision(
-                0,
-                Reason.SCALE_TO_ZERO,
-                winner,
-                recs_now,
-                f"no traffic for {_fmt_s(now - quiet_since)} "
-                f"(scale-to-zero window {_fmt_s(stz)}) -> 0 replicas",
-            )
-    floor_running = max(lo, 1)
-
-    target_down = max(down_ceiling, floor_running)
-    if target_down < current_replicas:
-        if history.covers(now, policy.scale_down_window):
-            text = (
-                _describe(latest, policy, winner, raw)
-                + f"; peak over scale-down window {_fmt_s(policy.scale_down_window)} "
-                f"needs {target_down} -> {target_down} replicas"
-            )
-            return clamp(target_down, Reason.SCALE_DOWN, text)
-        return Decision(
-            min(current_replicas, hi),
-            Reason.STABILIZING,
-            winner,
-            recs_now,
-            f"{now_text}; waiting for {_fmt_s(policy.scale_down_window)} of history "
-            f"before scaling down from {current_replicas}",
-        )
-
-    if raw > current_replicas:
-        return Decision(
-            min(current_replicas, hi),
-            Reason.STABILIZING if current_replicas < hi else Reason.AT_MAX,
-            winner,
-            recs_now,
-            f"{now_text}; not sustained over scale-up window "
-            f"{_fmt_s(policy.scale_up_window)}, keeping {current_replicas}",
-        )
-    if max(raw, floor_running) < current_replicas:
-        return Decision(
-            current_replicas,
-            Reason.STABILIZING,
-            winner,
-            recs_now,
-            f"{now_text}; scale-down window {_fmt_s(policy.scale_down_window)} "
-            f"still needs {current_replicas}",
-        )
-    if current_replicas > hi:
-        return clamp(current_replicas, Reason.AT_MAX, now_text)
-    if current_replicas < lo:
-        return clamp(lo, Reason.SCALE_UP, f"{now_text}; below min {lo}")
-    reason = Reason.HOLD
-    if raw <= current_replicas == lo and raw < current_replicas:
-        reason = Reason.AT_MIN
-    return Decision(current_replicas, reason, winner, recs_now, f"{now_text}; holding")
