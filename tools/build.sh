@@ -5,8 +5,9 @@
 #   $MODELPLANE_CACHE/bin/<tool>-<version>/<binaries>     (default cache: ~/.cache/modelplane)
 #
 # A tool whose directory is complete is reused, so only the first run on a machine pays.
-# Usage: tools/build.sh [kubernetes|etcd|kwok|helm|karpenter|karpenter-kwok|lws ...]
-#   (no argument: all but karpenter-kwok, which only the Karpenter test bed needs)
+# Usage: tools/build.sh [kubernetes|etcd|kwok|helm|karpenter|karpenter-kwok|lws|pulumi ...]
+#   (no argument: all but karpenter-kwok, which only the Karpenter test bed needs, and pulumi,
+#   which only the infra program's local stack needs)
 # Prints the cache's bin directory on the last line of stdout.
 set -euo pipefail
 
@@ -138,6 +139,43 @@ build_lws() {
   chmod -R u+w "$out/crds" "$out/webhook"
 }
 
+build_pulumi() {
+  # The Pulumi CLI (engine, file backend) and the Kubernetes provider plugin, side by side so
+  # that one directory on PATH serves both: the engine uses a `pulumi-resource-<name>` found on
+  # PATH instead of downloading the plugin. The Python language host is not built: the module
+  # proxy does not serve its module; the local stack runs through the Automation API, whose
+  # in-process language server the CLI connects to (see docs/localcluster.md).
+  local out="$1" d
+  d="$(scratch pulumi)"
+  ( cd "$d" && go build -trimpath \
+      -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
+      -o "$out/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi )
+  "$out/bin/pulumi" version >&2
+  # The provider's main package embeds its schema stamped with the version (`go generate` in the
+  # upstream repository writes schema-embed.json); the module holds only schema.json, so the
+  # main package is built from a copy next to the two embedded files written here.
+  d="$(scratch pulumi-kubernetes)"
+  local src; src="$(cd "$d" && go mod download -json \
+    "github.com/pulumi/pulumi-kubernetes/provider/v4@$PULUMI_KUBERNETES_MODULE" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/cmd/pulumi-resource-kubernetes"
+  mkdir -p "$d/main" && cp "$src/main.go" "$d/main/"
+  python3 - "$src" "$d/main" "$PULUMI_KUBERNETES_VERSION" <<'PY'
+import json, sys
+src, out, version = sys.argv[1:]
+with open(f"{src}/schema.json") as f:
+    schema = json.load(f)
+schema["version"] = version
+with open(f"{out}/schema-embed.json", "w") as f:
+    json.dump(schema, f, separators=(",", ":"))
+with open(f"{src}/terraform-mapping.json") as f, open(f"{out}/terraform-mapping-embed.json", "w") as g:
+    json.dump(json.load(f), g, separators=(",", ":"))
+PY
+  ( cd "$d" && go build -trimpath \
+      -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PULUMI_KUBERNETES_VERSION" \
+      -o "$out/bin/pulumi-resource-kubernetes" ./main )
+  [ -x "$out/bin/pulumi-resource-kubernetes" ]
+}
+
 tools=("$@"); [ ${#tools[@]} -eq 0 ] && tools=(etcd kwok helm karpenter lws kubernetes)
 for t in "${tools[@]}"; do
   case "$t" in
@@ -148,7 +186,8 @@ for t in "${tools[@]}"; do
     karpenter) done_or_build karpenter "$KARPENTER_VERSION" build_karpenter ;;
     karpenter-kwok) done_or_build karpenter-kwok "$KARPENTER_VERSION" build_karpenter_kwok ;;
     lws) done_or_build lws "$LWS_VERSION" build_lws ;;
-    *) die "unknown tool '$t' (known: kubernetes etcd kwok helm karpenter karpenter-kwok lws)" ;;
+    pulumi) done_or_build pulumi "$PULUMI_VERSION-k8s$PULUMI_KUBERNETES_VERSION" build_pulumi ;;
+    *) die "unknown tool '$t' (known: kubernetes etcd kwok helm karpenter karpenter-kwok lws pulumi)" ;;
   esac
 done
 echo "$bin"

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from modelplane import kubeconfig
 from modelplane_infra import regions
 from modelplane_infra.aws_iam import (
     INTERRUPTION_RULES,
@@ -202,39 +203,10 @@ def eks_kubeconfig(
 
     def render(args: list[str]) -> str:
         name, server, ca = args
+        token_args = ["--region", region, "eks", "get-token", "--cluster-name", name]
+        user = kubeconfig.exec_user("aws", [*token_args, "--output", "json"])
         return json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": name, "cluster": {"server": server, "certificate-authority-data": ca}}
-                ],
-                "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-                "current-context": name,
-                "users": [
-                    {
-                        "name": name,
-                        "user": {
-                            "exec": {
-                                "apiVersion": "client.authentication.k8s.io/v1beta1",
-                                "command": "aws",
-                                "args": [
-                                    "--region",
-                                    region,
-                                    "eks",
-                                    "get-token",
-                                    "--cluster-name",
-                                    name,
-                                    "--output",
-                                    "json",
-                                ],
-                                "interactiveMode": "Never",
-                            }
-                        },
-                    }
-                ],
-            },
-            indent=2,
+            kubeconfig.render(server=server, ca_data=ca, user=user, cluster=name), indent=2
         )
 
     return pulumi.Output.secret(pulumi.Output.all(cluster_name, endpoint, ca_data).apply(render))

@@ -15,6 +15,35 @@ from typing import Any
 Policy = dict[str, Any]
 
 
+#: Karpenter's regional reads (its controller policy, AllowRegionalReadActions).
+REGIONAL_READ_ACTIONS = (
+    "ec2:DescribeCapacityReservations",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstances",
+    "ec2:DescribeInstanceStatus",
+    "ec2:DescribeInstanceTypeOfferings",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribePlacementGroups",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSpotPriceHistory",
+    "ec2:DescribeSubnets",
+)
+PRICING_READ_ACTION = "pricing:GetProducts"
+INSTANCE_PROFILE_LIST_ACTION = "iam:ListInstanceProfiles"
+ZONAL_SHIFT_READ_ACTION = "arc-zonal-shift:GetManagedResource"
+#: Actions AWS does not allow to scope to a resource ARN: the only ones granted on
+#: `Resource: "*"` (all of them reads).
+UNSCOPABLE_ACTIONS = frozenset(
+    {
+        *REGIONAL_READ_ACTIONS,
+        PRICING_READ_ACTION,
+        INSTANCE_PROFILE_LIST_ACTION,
+        ZONAL_SHIFT_READ_ACTION,
+    }
+)
+
+
 def assume_role(service: str, *, tag_session: bool = False) -> Policy:
     actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
     return {
@@ -233,7 +262,7 @@ def karpenter_controller_policies(s: KarpenterScope) -> dict[str, Policy]:
             "Sid": "AllowZonalShiftStatusReadOnly",
             "Effect": "Allow",
             "Resource": "*",
-            "Action": ["arc-zonal-shift:GetManagedResource"],
+            "Action": [ZONAL_SHIFT_READ_ACTION],
             "Condition": {"StringEquals": {"arc-zonal-shift:ResourceIdentifier": s.cluster_arn}},
         }
     )
@@ -242,19 +271,7 @@ def karpenter_controller_policies(s: KarpenterScope) -> dict[str, Policy]:
             "Sid": "AllowRegionalReadActions",
             "Effect": "Allow",
             "Resource": "*",
-            "Action": [
-                "ec2:DescribeCapacityReservations",
-                "ec2:DescribeImages",
-                "ec2:DescribeInstances",
-                "ec2:DescribeInstanceStatus",
-                "ec2:DescribeInstanceTypeOfferings",
-                "ec2:DescribeInstanceTypes",
-                "ec2:DescribeLaunchTemplates",
-                "ec2:DescribePlacementGroups",
-                "ec2:DescribeSecurityGroups",
-                "ec2:DescribeSpotPriceHistory",
-                "ec2:DescribeSubnets",
-            ],
+            "Action": list(REGIONAL_READ_ACTIONS),
             "Condition": {"StringEquals": {"aws:RequestedRegion": s.region}},
         },
         {
@@ -267,13 +284,13 @@ def karpenter_controller_policies(s: KarpenterScope) -> dict[str, Policy]:
             "Sid": "AllowPricingReadActions",
             "Effect": "Allow",
             "Resource": "*",
-            "Action": "pricing:GetProducts",
+            "Action": PRICING_READ_ACTION,
         },
         {
             "Sid": "AllowUnscopedInstanceProfileListAction",
             "Effect": "Allow",
             "Resource": "*",
-            "Action": "iam:ListInstanceProfiles",
+            "Action": INSTANCE_PROFILE_LIST_ACTION,
         },
         {
             "Sid": "AllowInstanceProfileReadActions",

@@ -1,8 +1,9 @@
 """Typed stack configuration, validated before any resource is declared.
 
 Every setting is a Pulumi config key in the project namespace (`modelplane:<key>`); structured
-values are YAML maps/lists in `Pulumi.<stack>.yaml`. `load()` turns the raw keys into one of two
-pydantic models, `AwsStack` or `GcpStack`, and raises `ConfigError` naming every bad key with the
+values are YAML maps/lists in `Pulumi.<stack>.yaml`. `load()` turns the raw keys into one of three
+pydantic models, `AwsStack`, `GcpStack` or `LocalStack` (an existing cluster reached through a
+kubeconfig, e.g. the local GPU cluster), and raises `ConfigError` naming every bad key with the
 values it accepts. Secrets are only accepted from keys stored as Pulumi secrets.
 """
 
@@ -31,11 +32,12 @@ from modelplane.catalog.accelerators import ACCELERATORS_BY_NAME
 from modelplane_infra import regions
 
 NAMESPACE = "modelplane"
-CLOUDS = ("aws", "gcp")
+CLOUDS = ("aws", "gcp", "local")
 #: Keys whose value must be stored as a Pulumi secret (`pulumi config set --secret`).
 SECRET_KEYS = frozenset({"registryCredentials"})
-#: Chart value `capacityProvider` per cloud: Karpenter on EKS, GKE-autoscaled pools on GKE.
-CAPACITY_PROVIDER = {"aws": "karpenter", "gcp": "static"}
+#: Chart value `capacityProvider` per cloud: Karpenter on EKS, GKE-autoscaled pools on GKE, and
+#: the pools an existing cluster already has (local).
+CAPACITY_PROVIDER = {"aws": "karpenter", "gcp": "static", "local": "static"}
 
 
 class ConfigError(ValueError):
@@ -76,6 +78,8 @@ class Operator(_Model):
     #: Local chart directory (relative to infra/) or an oci:// reference.
     chart: str = "../charts/modelplane"
     chart_version: str | None = None
+    #: The Helm release's name (it prefixes the chart's cluster-scoped objects).
+    release: str = Field("modelplane", pattern=r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
     namespace: str = Field("modelplane-system", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     resync_interval_seconds: int = Field(60, ge=10, le=3600)
@@ -264,8 +268,43 @@ class GcpStack(_Stack):
         return _check_region("gcp", v)
 
 
-StackConfig = AwsStack | GcpStack
-_MODELS: dict[str, type[AwsStack] | type[GcpStack]] = {"aws": AwsStack, "gcp": GcpStack}
+def _known_gpu_types(v: list[str]) -> list[str]:
+    unknown = [g for g in v if g not in ACCELERATORS_BY_NAME]
+    if unknown:
+        allowed = ", ".join(sorted(ACCELERATORS_BY_NAME))
+        raise ValueError(f"unknown GPU type(s) {unknown}; allowed values: {allowed}")
+    if len(set(v)) != len(v):
+        raise ValueError("GPU types must not repeat")
+    return v
+
+
+class LocalStack(_Model):
+    """An existing cluster reached through a kubeconfig (the local GPU cluster first of all):
+    only the Kubernetes layer, the same `ModelplaneInstall` the EKS and GKE stacks use."""
+
+    cloud: Literal["local"]
+    cluster_name: str = Field("local", pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+    #: Path of the kubeconfig file (`~` is expanded); unset: the provider's default
+    #: ($KUBECONFIG, else ~/.kube/config).
+    kubeconfig: str | None = None
+    #: The kubeconfig context; unset: its current context.
+    context: str | None = None
+    #: AcceleratorClasses to create; the cluster's GPU nodes must carry their node labels.
+    gpu_types: Annotated[list[str], AfterValidator(_known_gpu_types)] = Field(min_length=1)
+    operator: Operator
+    registry_credentials: SecretStr | None = None
+
+    @property
+    def capacity_provider(self) -> str:
+        return CAPACITY_PROVIDER[self.cloud]
+
+
+StackConfig = AwsStack | GcpStack | LocalStack
+_MODELS: dict[str, type[AwsStack] | type[GcpStack] | type[LocalStack]] = {
+    "aws": AwsStack,
+    "gcp": GcpStack,
+    "local": LocalStack,
+}
 
 
 def _key(loc: tuple[int | str, ...]) -> str:

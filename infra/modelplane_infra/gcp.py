@@ -12,6 +12,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
+from modelplane import kubeconfig
 from modelplane.catalog.accelerators import Accelerator, InstanceShape
 from modelplane_infra import regions
 from modelplane_infra.config import GcpStack
@@ -46,37 +47,11 @@ def gke_kubeconfig(
 
     def render(args: list[str]) -> str:
         name, server, ca_data = args
-        return json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": name,
-                        "cluster": {
-                            "server": f"https://{server}",
-                            "certificate-authority-data": ca_data,
-                        },
-                    }
-                ],
-                "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-                "current-context": name,
-                "users": [
-                    {
-                        "name": name,
-                        "user": {
-                            "exec": {
-                                "apiVersion": "client.authentication.k8s.io/v1beta1",
-                                "command": "gke-gcloud-auth-plugin",
-                                "provideClusterInfo": True,
-                                "interactiveMode": "Never",
-                            }
-                        },
-                    }
-                ],
-            },
-            indent=2,
+        user = kubeconfig.exec_user("gke-gcloud-auth-plugin", provideClusterInfo=True)
+        doc = kubeconfig.render(
+            server=f"https://{server}", ca_data=ca_data, user=user, cluster=name
         )
+        return json.dumps(doc, indent=2)
 
     return pulumi.Output.secret(pulumi.Output.all(cluster_name, endpoint, ca).apply(render))
 

@@ -108,7 +108,7 @@ class ModelplaneInstall(pulumi.ComponentResource):
         self.values = chart_values(op, args.capacity_provider, pull_secret)
         self.release = k8s.helm.v3.Release(
             f"{name}-chart",
-            name="modelplane",
+            name=op.release,
             chart=op.chart,
             version=op.chart_version,
             namespace=op.namespace,

@@ -48,6 +48,8 @@ class ChartRelease:
     service_account: str = ""
     kubeconfig: Path | None = None
     priority_class: str = ""
+    #: The release's values as YAML (``helm get values``), for a release installed elsewhere.
+    values_yaml: str = ""
 
     @property
     def user(self) -> str:
@@ -176,7 +178,19 @@ class Platform:
             "upgrade", "--install", release, str(CHART),
             "--namespace", namespace, "--create-namespace", "--wait=false", *sets,
         )  # fmt: skip
-        rel = ChartRelease(release, namespace, dict(vals))
+        return self.adopt(release, namespace, dict(vals))
+
+    def adopt(
+        self, release: str, namespace: str, values: Mapping[str, str] | None = None
+    ) -> ChartRelease:
+        """A release of the chart installed by someone else (``pulumi up``, a user's ``helm
+        install``), so that ``operator()`` can play its pod. ``values`` are ``--set`` pairs;
+        without them, the release's own values (``helm get values``) are used."""
+        rel = ChartRelease(release, namespace, dict(values or {}))
+        if values is None:
+            rel.values_yaml = self.helm(
+                "get", "values", release, "--namespace", namespace, "--output", "yaml"
+            )
         c = self.cluster
         rel.service_account = c.kubectl(
             "get", "serviceaccount", "-n", namespace,
@@ -222,6 +236,10 @@ class Platform:
         ``values``."""
         vals = {**rel.values, **(values or {})}
         sets = [a for k, v in vals.items() for a in ("--set", f"{k}={v}")]
+        if rel.values_yaml:
+            path = self.cluster.dir / f"values-{rel.namespace}-{rel.release}.yaml"
+            path.write_text(rel.values_yaml)
+            sets = ["--values", str(path), *sets]
         out = self.helm("template", rel.release, str(CHART), "--namespace", rel.namespace, *sets)
         for doc in yaml.safe_load_all(out):
             if doc and doc.get("kind") == "Deployment":

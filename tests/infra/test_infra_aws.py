@@ -17,6 +17,7 @@ from modelplane.catalog.accelerators import (
 )
 from modelplane_infra import config, regions
 from modelplane_infra.aws import AwsGpuCluster, AwsGpuClusterArgs
+from modelplane_infra.aws_iam import REGIONAL_READ_ACTIONS, UNSCOPABLE_ACTIONS
 from modelplane_infra.crds import load_crds
 
 GraphFn = Callable[[str], Graph]
@@ -26,23 +27,17 @@ ACCEL = "kubernetes:modelplane.io/v1alpha1:AcceleratorClass"
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 SUBNET = "aws:ec2/subnet:Subnet"
 
-#: Actions AWS does not allow to scope to a resource ARN, so `Resource: "*"` is required.
-UNSCOPABLE = {
-    "ec2:DescribeCapacityReservations",
-    "ec2:DescribeImages",
-    "ec2:DescribeInstances",
-    "ec2:DescribeInstanceStatus",
-    "ec2:DescribeInstanceTypeOfferings",
-    "ec2:DescribeInstanceTypes",
-    "ec2:DescribeLaunchTemplates",
-    "ec2:DescribePlacementGroups",
-    "ec2:DescribeSecurityGroups",
-    "ec2:DescribeSpotPriceHistory",
-    "ec2:DescribeSubnets",
-    "pricing:GetProducts",
-    "iam:ListInstanceProfiles",
-    "arc-zonal-shift:GetManagedResource",
-}
+#: Actions AWS does not allow to scope to a resource ARN, so `Resource: "*"` is required; the
+#: program's own list, never restated here.
+UNSCOPABLE = UNSCOPABLE_ACTIONS
+
+
+def test_unscopable_actions_are_reads_only() -> None:
+    """Only reads may go unscoped: a write (Create/Run/Terminate/Pass...) on "*" is refused."""
+    verbs = ("Describe", "Get", "List")
+    writes = sorted(a for a in UNSCOPABLE_ACTIONS if not a.split(":", 1)[1].startswith(verbs))
+    assert not writes, f"unscoped write actions: {writes}"
+    assert len(UNSCOPABLE_ACTIONS) == len(REGIONAL_READ_ACTIONS) + 3
 
 
 def release(g: Graph, helm_name: str) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def test_missing_values_are_named() -> None:
 
 
 @pytest.mark.parametrize(("cloud", "expected"), [(None, "missing"), ("azure", "'azure'")])
-def test_cloud_must_be_aws_or_gcp(cloud: str | None, expected: str) -> None:
+def test_cloud_must_be_aws_gcp_or_local(cloud: str | None, expected: str) -> None:
     data = raw("aws-us-east-1")
     data.pop("cloud")
     if cloud:
@@ -89,7 +89,7 @@ def test_cloud_must_be_aws_or_gcp(cloud: str | None, expected: str) -> None:
     msg = problems(data)
     assert "modelplane:cloud:" in msg
     assert expected in msg
-    assert "allowed values: aws, gcp" in msg
+    assert "allowed values: aws, gcp, local" in msg
 
 
 def test_misspelled_key_is_refused_with_the_allowed_keys() -> None:

@@ -32,6 +32,7 @@ from typing import Any, Self
 
 import yaml
 
+from modelplane import kubeconfig
 from modelplane_testbed.localcluster import binaries, lws, netns, pki
 from modelplane_testbed.localcluster.nodes import NodeLayout, load_layout
 
@@ -575,24 +576,13 @@ class LocalCluster:
             raise ClusterError(f"cluster {self.name!r} is not running")
         k = pki.Pki(self.dir / "pki")
         ctx = f"modelplane-{self.name}"
-        cfg = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": ctx,
-                    "cluster": {
-                        "server": st.server,
-                        "certificate-authority-data": base64.b64encode(
-                            k.ca_crt.read_bytes()
-                        ).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": name, "user": {"token": token}}],
-            "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": name}}],
-            "current-context": ctx,
-        }
+        cfg = kubeconfig.render(
+            server=st.server,
+            ca_data=base64.b64encode(k.ca_crt.read_bytes()).decode(),
+            user={"token": token},
+            cluster=ctx,
+            user_name=name,
+        )
         path = self.dir / f"{name}.kubeconfig"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         path.chmod(0o600)
@@ -617,27 +607,16 @@ class LocalCluster:
 
         crt, key = cert or (k.admin_crt.read_bytes(), k.admin_key.read_bytes())
         ctx = f"modelplane-{self.name}"
-        cfg = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": ctx,
-                    "cluster": {"server": st.server, "certificate-authority-data": b64(k.ca_crt)},
-                }
-            ],
-            "users": [
-                {
-                    "name": f"{ctx}-{user}",
-                    "user": {
-                        "client-certificate-data": base64.b64encode(crt).decode(),
-                        "client-key-data": base64.b64encode(key).decode(),
-                    },
-                }
-            ],
-            "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-{user}"}}],
-            "current-context": ctx,
-        }
+        cfg = kubeconfig.render(
+            server=st.server,
+            ca_data=b64(k.ca_crt),
+            user={
+                "client-certificate-data": base64.b64encode(crt).decode(),
+                "client-key-data": base64.b64encode(key).decode(),
+            },
+            cluster=ctx,
+            user_name=f"{ctx}-{user}",
+        )
         out = path or self.kubeconfig
         out.write_text(yaml.safe_dump(cfg, sort_keys=False))
         out.chmod(0o600)
