@@ -48,3 +48,70 @@ def test_prices_from_the_catalog_and_batch_half() -> None:
 def test_unknown_ledger_url_says_what_to_use() -> None:
     with pytest.raises(ValueError, match="postgresql://"):
         open_ledger("mysql://x/y")
+
+
+def test_gateway_records_every_answer_and_publishes_totals(tmp_path: object) -> None:
+    """Each answered request (plain, streamed, transcription) is one ledger row with the
+    engine's counts, priced by the catalog; the totals go out as the usage annotation that
+    `status.usage` reads."""
+    import asyncio
+    import json
+
+    from modelplane.api.usage import ANNOTATION_USAGE, parse_usage, status_usage
+    from modelplane.gateway import keys
+    from modelplane.gateway.app import Gateway
+    from tests.unit.test_gateway import DEP, call, engine, md, pod
+
+    async def main() -> None:
+        async with engine() as port:
+            kid, key = keys.new_key()
+            mds = [md("a", "chat", model={"catalog": "llama-v3p3-70b-instruct",
+                                          "servedName": "llama"})]  # fmt: skip
+            pods = [pod("a", "127.0.0.1", **{DEP: "chat"})]
+            led = open_ledger(f"sqlite:///{tmp_path}/gw.db")
+            published: list[tuple[str, str, dict[str, str]]] = []
+            gw = Gateway(
+                lambda: (mds, pods, [keys.api_key("a", key, kid)]),
+                lambda *a: None,
+                engine_port=port,
+                ledger=led,
+                publish_usage=lambda ns, n, ann: published.append((ns, n, ann)),
+            )
+            await gw.start()
+            await gw.refresh()
+            try:
+                chat = {"model": "llama", "messages": [{"role": "user", "content": "hi"}]}
+                status, headers, _ = await call(gw, "/v1/chat/completions", chat, key)
+                assert status == 200 and len(headers["x-request-id"]) == 32
+                status, _, body = await call(
+                    gw, "/v1/chat/completions", {**chat, "stream": True}, key
+                )
+                assert status == 200 and b'"usage"' not in body  # not asked for: dropped
+                (t,) = led.totals("a")
+                assert (t.deployment, t.model, t.requests) == ("chat", "llama-v3p3-70b-instruct", 2)
+                assert (t.prompt_tokens, t.completion_tokens) == (14, 6)
+                assert t.cost_usd == pytest.approx(20 * 0.90 / 1e6)
+                assert await gw.publish_usage_round() == 1
+                assert await gw.publish_usage_round() == 0  # unchanged: not written again
+                ((ns, name, ann),) = published
+                assert (ns, name) == ("a", "chat")
+                u = parse_usage(ann)
+                assert u is not None and u["requests"] == 2 and u["generatedTokens"] == 6
+                assert u["costUSD"] == pytest.approx(20 * 0.90 / 1e6)
+                assert status_usage(ann, None, "now")["promptTokens"] == 14
+                assert json.loads(ann[ANNOTATION_USAGE])["since"].endswith("Z")
+            finally:
+                await gw.stop()
+
+    asyncio.run(main())
+
+
+def test_status_usage_falls_back_to_previous_then_zeros() -> None:
+    from modelplane.api.usage import ANNOTATION_USAGE, status_usage
+
+    prev = {"requests": 3, "promptTokens": 1, "generatedTokens": 2, "since": "t0"}
+    assert status_usage({ANNOTATION_USAGE: "{not json"}, prev, "t1") == prev
+    assert status_usage({}, None, "t1") == {
+        "requests": 0, "promptTokens": 0, "generatedTokens": 0, "since": "t1",
+    }  # fmt: skip
+    assert status_usage({ANNOTATION_USAGE: '{"requests": -1}'}, prev, "t1") == prev

@@ -30,6 +30,7 @@ import itertools
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,9 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from modelplane.api.usage import ANNOTATION_USAGE
 from modelplane.gateway import keys as keymod
+from modelplane.gateway.ledger import Ledger, Total, usage_record
 from modelplane.gateway.routing import ENGINE_PORT, Route, Table, build_table
 
 log = logging.getLogger("modelplane.gateway")
@@ -70,6 +73,7 @@ class GatewayConfig:
     publish_min_seconds: float = 1.0
     publish_refresh_seconds: float = 10.0
     connect_timeout: float = 5.0
+    usage_publish_seconds: float = 15.0
 
 
 class Metrics:
@@ -115,6 +119,16 @@ class Metrics:
         self.disconnects = Counter(
             "modelplane_gateway_client_disconnects",
             "Streams the client left before the end (the engine's request is cancelled).",
+            registry=r,
+        )
+        self.ledger_errors = Counter(
+            "modelplane_gateway_ledger_errors",
+            "Answered requests the usage ledger could not record (see the log).",
+            registry=r,
+        )
+        self.ledger_duplicates = Counter(
+            "modelplane_gateway_ledger_duplicates",
+            "Usage records refused because their request id was already in the ledger.",
             registry=r,
         )
         self.upstream_seconds = Histogram(
@@ -181,7 +195,10 @@ class State:
 
 class Gateway:
     """The ASGI app. `snapshot()` (blocking, run in a thread) returns (ModelDeployments, pods,
-    key ConfigMaps); `publish(namespace, name, pending, at)` (blocking) writes the demand."""
+    key ConfigMaps); `publish(namespace, name, pending, at)` (blocking) writes the demand.
+    `ledger` records every answered request's usage (before its last byte goes out);
+    `publish_usage(namespace, name, annotations)` (blocking) writes a ModelDeployment's
+    ledger totals (`modelplane.api.usage`)."""
 
     def __init__(
         self,
@@ -191,8 +208,12 @@ class Gateway:
         metrics: Metrics | None = None,
         refresh_seconds: float = 1.0,
         engine_port: int = ENGINE_PORT,
+        ledger: Ledger | None = None,
+        publish_usage: Callable[[str, str, dict[str, str]], None] | None = None,
     ) -> None:
         self.engine_port = engine_port
+        self.ledger, self.publish_usage = ledger, publish_usage
+        self._usage_published: dict[tuple[str, str], str] = {}
         self.snapshot, self.publish = snapshot, publish
         self.cfg = cfg or GatewayConfig()
         self.metrics = metrics or Metrics()
@@ -215,6 +236,8 @@ class Gateway:
             asyncio.create_task(self._refresh_loop()),
             asyncio.create_task(self._demand_loop()),
         ]
+        if self.ledger is not None and self.publish_usage is not None:
+            self._tasks.append(asyncio.create_task(self._usage_loop()))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -244,6 +267,36 @@ class Gateway:
         while True:
             await asyncio.sleep(min(self.cfg.publish_min_seconds, 1.0))
             await self._publish_round()
+
+    async def _usage_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.usage_publish_seconds)
+            try:
+                await self.publish_usage_round()
+            except Exception as e:
+                log.warning("cannot publish usage: %s", e)
+
+    async def publish_usage_round(self) -> int:
+        """Write the ledger's totals of each used ModelDeployment that changed since the last
+        round; returns how many were written."""
+        if self.ledger is None or self.publish_usage is None:
+            return 0
+        totals = await asyncio.to_thread(self.ledger.totals)
+        live = {(r.namespace, r.deployment) for r in self.state.table.routes.values()}
+        written = 0
+        for key, value in usage_annotations(totals).items():
+            if key not in live or self._usage_published.get(key) == value:
+                continue
+            try:
+                await asyncio.to_thread(
+                    self.publish_usage, key[0], key[1], {ANNOTATION_USAGE: value}
+                )
+            except Exception as e:
+                log.warning("cannot publish usage on %s/%s: %s", key[0], key[1], e)
+                continue
+            self._usage_published[key] = value
+            written += 1
+        return written
 
     async def _publish_round(self, final: bool = False) -> None:
         now = time.time()
@@ -379,14 +432,16 @@ class Gateway:
             body["stream_options"] = opts
             raw = json.dumps(body).encode()
         code = 500
+        rid = uuid.uuid4().hex
         failed: set[str] = set()
         try:
             for attempt in range(3):
                 endpoints = await self._wait_ready(route, failed)
                 try:
                     code = await self._forward(
-                        route, rec, endpoints, path, raw, ctype, stream, wants_usage, receive, send
-                    )
+                        route, rec, endpoints, path, raw, ctype, stream, wants_usage, receive, send,
+                        rid,
+                    )  # fmt: skip
                     break
                 except UnavailableError as e:
                     failed.update(e.tried)
@@ -494,6 +549,7 @@ class Gateway:
         wants_usage: bool,
         receive: Receive,
         send: Send,
+        rid: str = "",
     ) -> int:
         assert self._session is not None
         tries = self._order(endpoints)[:2]
@@ -507,7 +563,7 @@ class Gateway:
                 async with self._session.post(
                     f"http://{ep}{path}",
                     data=raw,
-                    headers={"Content-Type": ctype},
+                    headers={"Content-Type": ctype, "X-Request-Id": rid},
                 ) as resp:
                     self.metrics.upstream_seconds.observe(time.monotonic() - t0)
                     if resp.status == 503:  # not taking requests (draining, gone): next one
@@ -515,18 +571,21 @@ class Gateway:
                         continue
                     if stream and resp.status == 200:
                         started = True
-                        await self._stream(route, rec, resp, wants_usage, receive, send)
+                        await self._stream(route, rec, resp, wants_usage, receive, send, rid)
                     else:
                         data = await resp.read()
                         if resp.status == 200:
-                            self._meter(route, rec, _usage_of(data))
+                            await self._meter(route, rec, _usage_of(data), rid)
                         rtype = resp.headers.get("Content-Type", "application/json").encode()
                         started = True
                         await send(
                             {
                                 "type": "http.response.start",
                                 "status": resp.status,
-                                "headers": [(b"content-type", rtype)],
+                                "headers": [
+                                    (b"content-type", rtype),
+                                    (b"x-request-id", rid.encode()),
+                                ],
                             }
                         )
                         await send({"type": "http.response.body", "body": data})
@@ -553,6 +612,7 @@ class Gateway:
         wants_usage: bool,
         receive: Receive,
         send: Send,
+        rid: str = "",
     ) -> None:
         """Pass the engine's events on as they arrive; a client that leaves ends the upstream
         request too (the connection is closed, so the engine aborts it)."""
@@ -564,6 +624,7 @@ class Gateway:
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache"),
                     (b"x-accel-buffering", b"no"),
+                    (b"x-request-id", rid.encode()),
                 ],
             }
         )
@@ -575,31 +636,85 @@ class Gateway:
                 if gone.done():
                     self.metrics.disconnects.inc()
                     resp.close()
-                    self._meter(route, rec, None)
+                    await self._meter(route, rec, None, rid)
                     return
                 buf = await _relay(buf + chunk, wants_usage, send, usage)
         finally:
             gone.cancel()
+        # metered (durably, in the ledger) before the client sees the end of the answer
+        await self._meter(route, rec, usage[-1] if usage else None, rid)
         await send({"type": "http.response.body", "body": buf, "more_body": False})
-        self._meter(route, rec, usage[-1] if usage else None)
 
-    def _meter(self, route: Route, rec: keymod.KeyRecord, usage: dict[str, Any] | None) -> None:
+    async def _meter(
+        self, route: Route, rec: keymod.KeyRecord, usage: dict[str, Any] | None, rid: str = ""
+    ) -> None:
         u = self.state.usage.setdefault((route.namespace, route.deployment), Usage())
         u.requests += 1
         if not usage:
             return
+        seconds, prompt, completion = 0.0, 0, 0
         if usage.get("type") == "duration":  # transcription: seconds of audio
             seconds = float(usage.get("seconds") or 0)
             self.metrics.audio_seconds.labels(route.namespace, route.name, rec.id).inc(seconds)
             u.audio_seconds += seconds
+        else:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            u.prompt_tokens += prompt
+            u.completion_tokens += completion
+            m = self.metrics.tokens
+            m.labels(route.namespace, route.name, rec.id, "prompt").inc(prompt)
+            m.labels(route.namespace, route.name, rec.id, "completion").inc(completion)
+        if self.ledger is None or not rid:
             return
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        u.prompt_tokens += prompt
-        u.completion_tokens += completion
-        m = self.metrics.tokens
-        m.labels(route.namespace, route.name, rec.id, "prompt").inc(prompt)
-        m.labels(route.namespace, route.name, rec.id, "completion").inc(completion)
+        row = usage_record(
+            rid, route.namespace, route.model or route.name, rec.id, prompt, completion, seconds,
+            deployment=route.deployment,
+        )  # fmt: skip
+        try:
+            if not await asyncio.to_thread(self.ledger.record, row):
+                self.metrics.ledger_duplicates.inc()
+        except Exception as e:
+            self.metrics.ledger_errors.inc()
+            log.error("usage ledger: cannot record request %s (%s): %s", rid, route.name, e)
+
+
+def usage_annotations(totals: list[Total]) -> dict[tuple[str, str], str]:
+    """(namespace, ModelDeployment) -> the `modelplane.io/usage` value of its ledger totals
+    (summed over models; `at` is its latest recorded request, so an idle deployment's value
+    does not change)."""
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for t in totals:
+        if not t.deployment:
+            continue
+        a = acc.setdefault(
+            (t.namespace, t.deployment),
+            {"requests": 0, "promptTokens": 0, "generatedTokens": 0, "audioSeconds": 0.0,
+             "costUSD": 0.0, "first": t.first_at, "last": t.last_at},
+        )  # fmt: skip
+        a["requests"] += t.requests
+        a["promptTokens"] += t.prompt_tokens
+        a["generatedTokens"] += t.completion_tokens
+        a["audioSeconds"] += t.audio_seconds
+        a["costUSD"] += t.cost_usd
+        for k, v, pick in (("first", t.first_at, min), ("last", t.last_at, max)):
+            if v is not None:
+                a[k] = v if a[k] is None else pick(a[k], v)
+    out = {}
+    for key, a in acc.items():
+        first, last = a.pop("first"), a.pop("last")
+        a["audioSeconds"] = round(a["audioSeconds"], 3)
+        a["costUSD"] = round(a["costUSD"], 6)
+        if first is not None:
+            a["since"] = _rfc3339(first)
+        if last is not None:
+            a["at"] = _rfc3339(last)
+        out[key] = json.dumps(a, sort_keys=True, separators=(",", ":"))
+    return out
+
+
+def _rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 async def _relay(buf: bytes, wants_usage: bool, send: Send, usage: list[dict[str, Any]]) -> bytes:

@@ -19,6 +19,7 @@ a later price change does not rewrite history.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -42,13 +43,15 @@ _COLUMNS = (
     "audio_seconds",
     "batch",
     "cost_usd",
+    "deployment",
 )
 
 
 @dataclass(frozen=True)
 class UsageRecord:
     """What one answered request used. `model` is the catalog model id (what prices key on);
-    `served` the name the caller used (a Serverless tenant's name, an alias), for display."""
+    `deployment` the ModelDeployment of `namespace` the request was for (a Serverless tenant,
+    an OnDemand deployment; empty when unknown): `status.usage` sums per deployment."""
 
     request_id: str
     namespace: str
@@ -60,6 +63,7 @@ class UsageRecord:
     batch: bool = False
     cost_usd: float = 0.0
     at: float = field(default_factory=time.time)
+    deployment: str = ""
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -73,14 +77,16 @@ class UsageRecord:
             float(self.audio_seconds),
             1 if self.batch else 0,
             float(self.cost_usd),
+            self.deployment,
         )
 
 
 @dataclass(frozen=True)
 class Total:
-    """Sums over the ledger's rows of one (namespace, model)."""
+    """Sums over the ledger's rows of one (namespace, deployment, model)."""
 
     namespace: str
+    deployment: str
     model: str
     requests: int = 0
     prompt_tokens: int = 0
@@ -124,6 +130,7 @@ def usage_record(
     completion_tokens: int = 0,
     audio_seconds: float = 0.0,
     batch: bool = False,
+    deployment: str = "",
 ) -> UsageRecord:
     """A `UsageRecord` with its cost computed from the catalog's prices."""
     return UsageRecord(
@@ -136,6 +143,7 @@ def usage_record(
         audio_seconds,
         batch,
         cost(model, prompt_tokens, completion_tokens, audio_seconds, batch),
+        deployment=deployment,
     )
 
 
@@ -153,10 +161,11 @@ class Ledger(Protocol):
 
 
 _TOTALS = (
-    "SELECT namespace, model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), "
+    "SELECT namespace, deployment, model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), "
     "COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(audio_seconds), 0), "
     "COALESCE(SUM(cost_usd), 0), MIN(at), MAX(at) FROM usage"
 )
+_GROUP = " GROUP BY namespace, deployment, model ORDER BY namespace, deployment, model"
 
 
 def _totals(rows: Iterable[tuple[Any, ...]]) -> list[Total]:
@@ -164,13 +173,14 @@ def _totals(rows: Iterable[tuple[Any, ...]]) -> list[Total]:
         Total(
             str(r[0]),
             str(r[1]),
-            int(r[2]),
+            str(r[2]),
             int(r[3]),
             int(r[4]),
-            float(r[5]),
+            int(r[5]),
             float(r[6]),
-            None if r[7] is None else float(r[7]),
+            float(r[7]),
             None if r[8] is None else float(r[8]),
+            None if r[9] is None else float(r[9]),
         )
         for r in rows
     ]
@@ -186,7 +196,7 @@ def _where(namespace: str | None, since: float | None, mark: str) -> tuple[str, 
         conds.append(f"at >= {mark}")
         args.append(since)
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
-    return where + " GROUP BY namespace, model ORDER BY namespace, model", args
+    return where + _GROUP, args
 
 
 class SqliteLedger:
@@ -196,6 +206,8 @@ class SqliteLedger:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout = 10000")
         if path != ":memory:":
@@ -206,7 +218,7 @@ class SqliteLedger:
             "request_id TEXT PRIMARY KEY, at REAL NOT NULL, namespace TEXT NOT NULL, "
             "model TEXT NOT NULL, key_id TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, "
             "completion_tokens INTEGER NOT NULL, audio_seconds REAL NOT NULL, "
-            "batch INTEGER NOT NULL, cost_usd REAL NOT NULL)"
+            "batch INTEGER NOT NULL, cost_usd REAL NOT NULL, deployment TEXT NOT NULL DEFAULT '')"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS usage_ns_at ON usage (namespace, at)")
 
@@ -252,7 +264,8 @@ class PostgresLedger:
             "request_id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, namespace TEXT NOT NULL, "
             "model TEXT NOT NULL, key_id TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, "
             "completion_tokens BIGINT NOT NULL, audio_seconds DOUBLE PRECISION NOT NULL, "
-            "batch SMALLINT NOT NULL, cost_usd DOUBLE PRECISION NOT NULL)"
+            "batch SMALLINT NOT NULL, cost_usd DOUBLE PRECISION NOT NULL, "
+            "deployment TEXT NOT NULL DEFAULT '')"
         )
         self._db.run("CREATE INDEX IF NOT EXISTS usage_ns_at ON usage (namespace, at)")
 
@@ -278,9 +291,7 @@ class PostgresLedger:
             params["since"] = since
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
         with self._lock:
-            rows = self._db.run(
-                _TOTALS + where + " GROUP BY namespace, model ORDER BY namespace, model", **params
-            )
+            rows = self._db.run(_TOTALS + where + _GROUP, **params)
         return _totals(rows or [])
 
     def close(self) -> None:
