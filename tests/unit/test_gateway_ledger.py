@@ -115,3 +115,22 @@ def test_status_usage_falls_back_to_previous_then_zeros() -> None:
         "requests": 0, "promptTokens": 0, "generatedTokens": 0, "since": "t1",
     }  # fmt: skip
     assert status_usage({ANNOTATION_USAGE: '{"requests": -1}'}, prev, "t1") == prev
+
+
+def test_usage_report_spend_and_ondemand_hint() -> None:
+    from modelplane.gateway.ledger import Total
+    from modelplane.gateway.usage_report import report
+
+    now = 1_000_000.0
+    busy = Total("team-a", "sls", "llama-v3p3-70b-instruct", 900, 2_000_000, 600_000, 0.0,
+                 2.34, now - 20 * 3600, now - 60)  # fmt: skip
+    burst = Total("team-b", "sls", "llama-v3p3-70b-instruct", 50, 2_000_000, 600_000, 0.0,
+                  2.34, now - 600, now - 60)  # fmt: skip
+    quiet = Total("team-c", "sls", "llama-v3p3-70b-instruct", 5, 1000, 100, 0.0, 0.001,
+                  now - 20 * 3600, now)  # fmt: skip
+    out = report([busy, burst, quiet], 24, now, {("team-c", "sls"): "Serverless"})
+    assert "total team-a: $2.3400" in out
+    hints = [line for line in out.splitlines() if "OnDemand" in line]
+    # 2.6M tokens over 24 h is ~108K/hour and steady: the hint; the same in one burst: none
+    assert len(hints) == 1 and hints[0].startswith("team-a/sls: steady 108,333 tokens/hour")
+    assert "OnDemand" not in report([busy], 24, now, {("team-a", "sls"): "OnDemand"})
