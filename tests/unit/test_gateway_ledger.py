@@ -3,6 +3,8 @@ from the catalog (batch at half price), durable across reopening the file."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from modelplane.gateway.ledger import (
@@ -134,3 +136,45 @@ def test_usage_report_spend_and_ondemand_hint() -> None:
     # 2.6M tokens over 24 h is ~108K/hour and steady: the hint; the same in one burst: none
     assert len(hints) == 1 and hints[0].startswith("team-a/sls: steady 108,333 tokens/hour")
     assert "OnDemand" not in report([busy], 24, now, {("team-a", "sls"): "OnDemand"})
+
+
+def test_held_stream_gets_keepalives_then_its_answer_or_an_error_event() -> None:
+    import asyncio
+
+    from modelplane.gateway import keys
+    from modelplane.gateway.app import Gateway, GatewayConfig
+    from tests.unit.test_gateway import DEP, call, engine, md, pod
+
+    async def main() -> None:
+        async with engine() as port:
+            kid, key = keys.new_key()
+            world: dict[str, Any] = {"pods": []}
+            gw = Gateway(
+                lambda: ([md("a", "chat")], world["pods"], [keys.api_key("a", key, kid)]),
+                lambda *a: None,
+                GatewayConfig(hold_seconds=0.6, keepalive_seconds=0.1),
+                refresh_seconds=0.05,
+                engine_port=port,
+            )
+            await gw.start()
+            await gw.refresh()
+            try:
+                chat = {"model": "chat", "stream": True, "messages": [{"role": "user",
+                                                                      "content": "hi"}]}  # fmt: skip
+                # nothing becomes ready: keep-alives, then the hold limit as an error event
+                status, headers, body = await call(gw, "/v1/chat/completions", chat, key)
+                assert status == 200 and headers["content-type"].startswith("text/event-stream")
+                assert body.count(b": keep-alive\n\n") >= 3
+                assert b'"model_not_ready"' in body and body.endswith(b"data: [DONE]\n\n")
+                # a replica comes while held: keep-alives, then the engine's events
+                task = asyncio.create_task(call(gw, "/v1/chat/completions", chat, key))
+                await asyncio.sleep(0.35)
+                world["pods"] = [pod("a", "127.0.0.1", **{DEP: "chat"})]
+                status, _, body = await task
+                assert status == 200 and body.startswith(b": keep-alive\n\n")
+                assert b'"content": "a"' in body and body.endswith(b"data: [DONE]\n\n")
+                assert b"error" not in body
+            finally:
+                await gw.stop()
+
+    asyncio.run(main())

@@ -74,6 +74,8 @@ class GatewayConfig:
     publish_refresh_seconds: float = 10.0
     connect_timeout: float = 5.0
     usage_publish_seconds: float = 15.0
+    #: a held streaming call gets its response headers at once and an SSE comment this often
+    keepalive_seconds: float = 5.0
 
 
 class Metrics:
@@ -434,13 +436,22 @@ class Gateway:
         code = 500
         rid = uuid.uuid4().hex
         failed: set[str] = set()
+        held = _HeldStream(send, rid, self.cfg.keepalive_seconds) if stream else None
         try:
             for attempt in range(3):
+                if (
+                    held is not None
+                    and not held.begun
+                    and not self.state.table.ready(route)
+                    and self.state.held.get((route.namespace, route.demand_on), 0)
+                    < self.cfg.max_held
+                ):
+                    await held.begin()  # the client sees headers and keep-alives while held
                 endpoints = await self._wait_ready(route, failed)
                 try:
                     code = await self._forward(
                         route, rec, endpoints, path, raw, ctype, stream, wants_usage, receive, send,
-                        rid,
+                        rid, held,
                     )  # fmt: skip
                     break
                 except UnavailableError as e:
@@ -456,8 +467,13 @@ class Gateway:
                     await self._next_refresh()
         except HttpError as e:
             code = e.status
+            if held is not None and held.begun:  # headers are out: the error is an event
+                await held.fail(e.body())
+                return
             raise
         finally:
+            if held is not None:
+                await held.stop()
             self.metrics.requests.labels(rec.namespace, model, str(code)).inc()
 
     def _not_found(self, namespace: str, model: str) -> str:
@@ -550,8 +566,10 @@ class Gateway:
         receive: Receive,
         send: Send,
         rid: str = "",
+        held: _HeldStream | None = None,
     ) -> int:
         assert self._session is not None
+        begun = held is not None and held.begun
         tries = self._order(endpoints)[:2]
         last_error = ""
         started = False
@@ -571,7 +589,17 @@ class Gateway:
                         continue
                     if stream and resp.status == 200:
                         started = True
-                        await self._stream(route, rec, resp, wants_usage, receive, send, rid)
+                        if held is not None:
+                            await held.stop()
+                        await self._stream(route, rec, resp, wants_usage, receive, send, rid, begun)
+                    elif begun and held is not None:  # an engine error after held headers
+                        started = True
+                        data = await resp.read()
+                        try:
+                            err = json.loads(data)
+                        except ValueError:
+                            err = {"error": {"message": data.decode(errors="replace")[:500]}}
+                        await held.fail(err)
                     else:
                         data = await resp.read()
                         if resp.status == 200:
@@ -613,21 +641,13 @@ class Gateway:
         receive: Receive,
         send: Send,
         rid: str = "",
+        begun: bool = False,
     ) -> None:
         """Pass the engine's events on as they arrive; a client that leaves ends the upstream
-        request too (the connection is closed, so the engine aborts it)."""
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                    (b"x-request-id", rid.encode()),
-                ],
-            }
-        )
+        request too (the connection is closed, so the engine aborts it). `begun`: the headers
+        went out already (the call was held)."""
+        if not begun:
+            await send(_sse_start(rid))
         buf = b""
         usage: list[dict[str, Any]] = []  # the usage chunk, once seen
         gone = asyncio.ensure_future(_disconnected(receive))
@@ -715,6 +735,54 @@ def usage_annotations(totals: list[Total]) -> dict[tuple[str, str], str]:
 
 def _rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _sse_start(rid: str) -> Message:
+    return {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            (b"x-request-id", rid.encode()),
+        ],
+    }
+
+
+class _HeldStream:
+    """A streaming call held for want of a replica: its `200` headers go out at once and an SSE
+    comment (`: keep-alive`) every `every` seconds, so clients and proxies with idle timeouts
+    keep the connection; an error after that is sent as an OpenAI-shaped error event."""
+
+    def __init__(self, send: Send, rid: str, every: float) -> None:
+        self.send, self.rid, self.every = send, rid, every
+        self.begun = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def begin(self) -> None:
+        await self.send(_sse_start(self.rid))
+        self.begun = True
+        self._task = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            await self.send({"type": "http.response.body", "body": b": keep-alive\n\n",
+                             "more_body": True})  # fmt: skip
+            await asyncio.sleep(self.every)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def fail(self, body: dict[str, Any]) -> None:
+        await self.stop()
+        event = b"data: " + json.dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
+        with contextlib.suppress(Exception):
+            await self.send({"type": "http.response.body", "body": event, "more_body": False})
 
 
 async def _relay(buf: bytes, wants_usage: bool, send: Send, usage: list[dict[str, Any]]) -> bytes:
