@@ -114,3 +114,64 @@ def redis(workdir: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def forward(connect_socket: str, host: str, port: int) -> Iterator[int]:
+    """A loopback port (yielded) whose connections are relayed to ``host:port`` inside the
+    local cluster's network namespace, so ordinary HTTP clients (the `openai` SDK) reach a
+    process there."""
+    import threading
+
+    from modelplane_testbed.localcluster.netns import open_connection
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(128)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def serve(conn: socket.socket) -> None:
+        try:
+            inside = open_connection(connect_socket, host, port, 10)
+        except OSError:
+            conn.close()
+            return
+        inside.settimeout(None)
+        conn.settimeout(None)
+        t = threading.Thread(target=pump, args=(inside, conn), daemon=True)
+        t.start()
+        pump(conn, inside)
+        t.join()
+        conn.close()
+        inside.close()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        acceptor.join()
+        srv.close()

@@ -45,6 +45,9 @@ class GatewaySettings(BaseSettings):
         description="Usage ledger: sqlite:///path (one replica) or postgresql://user:pw@host/db "
         "(several replicas share it); empty: no ledger (metrics only).",
     )
+    keepalive_seconds: float = Field(
+        default=5.0, gt=0, description="Held streaming calls: an SSE comment this often."
+    )
     usage_publish_seconds: float = Field(
         default=15.0, gt=0, description="Period of writing ledger totals for status.usage."
     )
@@ -85,6 +88,7 @@ def run() -> int:
             hold_seconds=s.hold_seconds,
             max_held=s.max_held,
             usage_publish_seconds=s.usage_publish_seconds,
+            keepalive_seconds=s.keepalive_seconds,
         ),
         refresh_seconds=s.refresh_seconds,
         ledger=ledger,
