@@ -48,9 +48,17 @@ def _keys_create(args: argparse.Namespace) -> int:
     from modelplane.gateway.keys import create
     from modelplane.gateway.kube import api_client
 
-    kid, key = create(api_client(), args.namespace, args.expires)
+    limits = {
+        k: v
+        for k, v in (
+            ("requestsPerMinute", args.requests_per_minute),
+            ("tokensPerMinute", args.tokens_per_minute),
+        )
+        if v
+    }
+    kid, key = create(api_client(), args.namespace, args.expires, args.description, limits)
     print(
-        f"created key {kid} in namespace {args.namespace} (ConfigMap modelplane-key-{kid}); "
+        f"created key {kid} in namespace {args.namespace} (ApiKey mpk-{kid}); "
         "it is shown only now:",
         file=sys.stderr,
     )
@@ -186,6 +194,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k.add_argument("-n", "--namespace", required=True, help="the tenant namespace")
     k.add_argument("--expires", help="RFC 3339 UTC expiry, e.g. 2027-01-01T00:00:00Z")
     k.add_argument("--description", help="what the key is for (who holds it)")
+    k.add_argument("--requests-per-minute", type=int, help="rate limit of this key")
+    k.add_argument("--tokens-per-minute", type=int, help="token rate limit of this key")
     k.set_defaults(fn=_keys_create)
 
     p = sub.add_parser("usage", help="spend per namespace and model from the usage ledger")

@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from modelplane.api.usage import ANNOTATION_USAGE
 from modelplane.gateway import keys as keymod
 from modelplane.gateway.ledger import Ledger, Total, usage_record
+from modelplane.gateway.ratelimit import Limit, LocalLimiter, retry_after
 from modelplane.gateway.routing import ENGINE_PORT, Route, Table, build_table
 
 log = logging.getLogger("modelplane.gateway")
@@ -76,6 +77,11 @@ class GatewayConfig:
     usage_publish_seconds: float = 15.0
     #: a held streaming call gets its response headers at once and an SSE comment this often
     keepalive_seconds: float = 5.0
+    #: per tenant namespace, over all its keys (0: no limit)
+    namespace_requests_per_minute: int = 0
+    namespace_tokens_per_minute: int = 0
+    #: the token reservation of a request that does not say max_tokens
+    default_max_tokens: int = 256
 
 
 class Metrics:
@@ -216,6 +222,9 @@ class Gateway:
         self.engine_port = engine_port
         self.ledger, self.publish_usage = ledger, publish_usage
         self._usage_published: dict[tuple[str, str], str] = {}
+        self.limiter = LocalLimiter()
+        #: request id -> token buckets (key, per minute) and the reservation taken from each
+        self._reserved: dict[str, tuple[list[tuple[str, float]], float]] = {}
         self.snapshot, self.publish = snapshot, publish
         self.cfg = cfg or GatewayConfig()
         self.metrics = metrics or Metrics()
@@ -435,6 +444,7 @@ class Gateway:
             raw = json.dumps(body).encode()
         code = 500
         rid = uuid.uuid4().hex
+        self._admit(rec, rid, body, len(raw), path in MULTIPART)
         failed: set[str] = set()
         held = _HeldStream(send, rid, self.cfg.keepalive_seconds) if stream else None
         try:
@@ -474,7 +484,45 @@ class Gateway:
         finally:
             if held is not None:
                 await held.stop()
+            left = self._reserved.pop(rid, None)
+            if left is not None:  # never metered (an error, a client gone): give it back
+                for key, per_minute in left[0]:
+                    self.limiter.settle(key, per_minute, -left[1])
             self.metrics.requests.labels(rec.namespace, model, str(code)).inc()
+
+    def _admit(
+        self, rec: keymod.KeyRecord, rid: str, body: dict[str, Any], size: int, audio: bool
+    ) -> None:
+        """Take the request's share of its key's and namespace's limits, or raise 429."""
+        cfg = self.cfg
+        rpm = [(f"key:{rec.id}:rpm", rec.requests_per_minute),
+               (f"ns:{rec.namespace}:rpm", cfg.namespace_requests_per_minute or None)]  # fmt: skip
+        tpm = [(f"key:{rec.id}:tpm", rec.tokens_per_minute),
+               (f"ns:{rec.namespace}:tpm", cfg.namespace_tokens_per_minute or None)]  # fmt: skip
+        tokens = 0.0
+        if not audio:
+            limit = body.get("max_completion_tokens", body.get("max_tokens"))
+            out = limit if isinstance(limit, int) and limit > 0 else cfg.default_max_tokens
+            tokens = float(size // 4 + out)
+        limits = [Limit(k, float(v), 1.0) for k, v in rpm if v]
+        limits += [Limit(k, float(v), tokens) for k, v in tpm if v]
+        if not limits:
+            return
+        wait = self.limiter.acquire(limits)
+        if wait > 0:
+            what = [f"{'key ' + rec.id if k.startswith('key') else 'namespace ' + rec.namespace}"
+                    f" {int(v)} {'requests' if k.endswith('rpm') else 'tokens'}/min"
+                    for k, v in rpm + tpm if v]  # fmt: skip
+            raise HttpError(
+                429,
+                f"Rate limit reached ({'; '.join(what)}); retry after {retry_after(wait)}s "
+                "or ask for higher limits.",
+                type_="rate_limit_error", code="rate_limit_exceeded",
+                retry_after=retry_after(wait),
+            )  # fmt: skip
+        buckets = [(lim.key, lim.per_minute) for lim in limits if lim.key.endswith("tpm")]
+        if buckets:
+            self._reserved[rid] = (buckets, tokens)
 
     def _not_found(self, namespace: str, model: str) -> str:
         names = self.state.table.names(namespace)
@@ -672,6 +720,11 @@ class Gateway:
         u.requests += 1
         if not usage:
             return
+        reserved = self._reserved.pop(rid, None)
+        if reserved is not None:  # settle the reservation with the real count
+            used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+            for key, per_minute in reserved[0]:
+                self.limiter.settle(key, per_minute, used - reserved[1])
         seconds, prompt, completion = 0.0, 0, 0
         if usage.get("type") == "duration":  # transcription: seconds of audio
             seconds = float(usage.get("seconds") or 0)

@@ -48,6 +48,12 @@ class GatewaySettings(BaseSettings):
     keepalive_seconds: float = Field(
         default=5.0, gt=0, description="Held streaming calls: an SSE comment this often."
     )
+    namespace_requests_per_minute: int = Field(
+        default=0, ge=0, description="Requests per minute per tenant namespace; 0: no limit."
+    )
+    namespace_tokens_per_minute: int = Field(
+        default=0, ge=0, description="Tokens per minute per tenant namespace; 0: no limit."
+    )
     usage_publish_seconds: float = Field(
         default=15.0, gt=0, description="Period of writing ledger totals for status.usage."
     )
@@ -89,6 +95,8 @@ def run() -> int:
             max_held=s.max_held,
             usage_publish_seconds=s.usage_publish_seconds,
             keepalive_seconds=s.keepalive_seconds,
+            namespace_requests_per_minute=s.namespace_requests_per_minute,
+            namespace_tokens_per_minute=s.namespace_tokens_per_minute,
         ),
         refresh_seconds=s.refresh_seconds,
         ledger=ledger,
