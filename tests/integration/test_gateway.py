@@ -164,7 +164,7 @@ def test_gateway_routes_holds_meters_and_keys(
             )
         )  # fmt: skip
         for port in (PORT, PORT + 10):
-            wait_for(lambda p=port: _ready(cluster, p), timeout=30, what=f"gateway :{port} ready")
+            wait_for(lambda p=port: _ready(cluster, p), timeout=180, what=f"gateway :{port} ready")
 
         # ---- hold: the deployments are created now, so no replica is Ready when asked
         for obj in (
