@@ -4,7 +4,7 @@ rates (open loop: requests start on schedule whatever the answers do).
 
 The engine answers a chat completion at once (a fixed JSON body with usage), so the difference
 between the two paths is the gateway: auth (key hash), routing, replica choice, the proxied
-call, metering. The gateway runs in its own process (pinned to core 0 with `PIN=1`, when
+call, metering (each answer recorded in the SQLite usage ledger; `--ledger ''` for none). The gateway runs in its own process (pinned to core 0 with `PIN=1`, when
 `taskset` is there); the engine and the load generator share the machine. The routing table is
 static (no cluster). Besides latency it reports the gateway's CPU time per request, which
 contention on a shared machine inflates far less than latency: its inverse is the request rate
@@ -67,13 +67,15 @@ async def engine(port: int) -> web.AppRunner:
 GATEWAY = r"""
 import json, sys, uvicorn
 from modelplane.gateway.app import Gateway
+from modelplane.gateway.ledger import open_ledger
 engine_port, port, api_key = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+ledger = open_ledger(sys.argv[4]) if sys.argv[4] else None
 mds = [{"metadata": {"namespace": "a", "name": "chat"},
         "spec": {"tier": "OnDemand", "model": {"servedName": "llama"}}}]
 pods = [{"metadata": {"namespace": "a", "name": "p", "labels": {"modelplane.io/deployment": "chat"}},
          "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}]
 gw = Gateway(lambda: (mds, pods, [api_key]), lambda *a: None, engine_port=engine_port,
-             refresh_seconds=3600)
+             refresh_seconds=3600, ledger=ledger)
 uvicorn.run(gw, host="127.0.0.1", port=port, log_level="warning", access_log=False,
             lifespan="on")
 """
@@ -171,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--rates", default="100,300,600")
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument(
+        "--ledger",
+        default="sqlite:///tmp/modelplane-bench-usage.db",
+        help="usage ledger URL the gateway records into ('' for none)",
+    )
     args = p.parse_args(argv)
     eport, gport = free_port(), free_port()
     kid, key = keys.new_key()
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         str(eport),
         str(gport),
         json.dumps(keys.api_key("a", key, kid)),
+        args.ledger,
     ]
     if os.environ.get("PIN") and shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         cmd = ["taskset", "-c", "0", *cmd]

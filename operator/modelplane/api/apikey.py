@@ -25,6 +25,18 @@ SPEC_RULES = k8s(
 )
 
 
+class ApiKeyLimits(Model):
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests per minute (then 429 with Retry-After)."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Prompt + completion tokens per minute: reserved from max_tokens when a "
+        "request starts, charged from the answer's usage.",
+    )
+
+
 class ApiKeySpec(Model):
     model_config = ConfigDict(json_schema_extra=SPEC_RULES)
 
@@ -44,4 +56,7 @@ class ApiKeySpec(Model):
     )
     description: str | None = Field(
         default=None, max_length=256, description="What the key is for (who holds it)."
+    )
+    limits: ApiKeyLimits | None = Field(
+        default=None, description="Per-key rate limits at the gateway; unset: none."
     )

@@ -34,6 +34,8 @@ class KeyRecord:
     salt: str
     digest: str
     expires: float | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
 
 
 def digest(salt: str, key: str) -> str:
@@ -47,11 +49,19 @@ def new_key() -> tuple[str, str]:
 
 
 def api_key(
-    namespace: str, key: str, kid: str, expires: str | None = None, description: str | None = None
+    namespace: str,
+    key: str,
+    kid: str,
+    expires: str | None = None,
+    description: str | None = None,
+    limits: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The ApiKey that lets the gateway recognise `key` (salted hash only)."""
+    """The ApiKey that lets the gateway recognise `key` (salted hash only). `limits`:
+    `requestsPerMinute` / `tokensPerMinute`."""
     salt = secrets.token_hex(16)
-    spec = {"salt": salt, "sha256": digest(salt, key)}
+    spec: dict[str, Any] = {"salt": salt, "sha256": digest(salt, key)}
+    if limits:
+        spec["limits"] = dict(limits)
     if expires:
         spec["expires"] = expires
     if description:
@@ -91,12 +101,23 @@ def records(objects: Iterable[Mapping[str, Any]]) -> dict[str, KeyRecord]:
         expires = _time(spec["expires"]) if spec.get("expires") else None
         if kid in out:
             clash.add(kid)
+        limits = spec.get("limits") or {}
         out[kid] = KeyRecord(
-            kid, meta.get("namespace") or "", spec["salt"], spec["sha256"], expires
+            kid,
+            meta.get("namespace") or "",
+            spec["salt"],
+            spec["sha256"],
+            expires,
+            _positive(limits.get("requestsPerMinute")),
+            _positive(limits.get("tokensPerMinute")),
         )
     for kid in clash:
         del out[kid]
     return out
+
+
+def _positive(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def key_id(key: str) -> str | None:
@@ -116,7 +137,11 @@ def verify(key: str, table: Mapping[str, KeyRecord], now: float) -> KeyRecord | 
 
 
 def create(
-    api: Any, namespace: str, expires: str | None = None, description: str | None = None
+    api: Any,
+    namespace: str,
+    expires: str | None = None,
+    description: str | None = None,
+    limits: Mapping[str, int] | None = None,
 ) -> tuple[str, str]:
     """Create a key for `namespace` (its ApiKey); returns (id, key). `api`: a kubernetes
     ApiClient."""
@@ -124,6 +149,10 @@ def create(
 
     kid, key = new_key()
     client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, api_key(namespace, key, kid, expires, description)
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        api_key(namespace, key, kid, expires, description, limits),
     )
     return kid, key

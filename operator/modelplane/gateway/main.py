@@ -40,6 +40,23 @@ class GatewaySettings(BaseSettings):
         default=60.0, ge=0, description="SIGTERM: then wait this long for requests in flight."
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    ledger_url: str = Field(
+        default="sqlite:///var/lib/modelplane/usage.db",
+        description="Usage ledger: sqlite:///path (one replica) or postgresql://user:pw@host/db "
+        "(several replicas share it); empty: no ledger (metrics only).",
+    )
+    keepalive_seconds: float = Field(
+        default=5.0, gt=0, description="Held streaming calls: an SSE comment this often."
+    )
+    namespace_requests_per_minute: int = Field(
+        default=0, ge=0, description="Requests per minute per tenant namespace; 0: no limit."
+    )
+    namespace_tokens_per_minute: int = Field(
+        default=0, ge=0, description="Tokens per minute per tenant namespace; 0: no limit."
+    )
+    usage_publish_seconds: float = Field(
+        default=15.0, gt=0, description="Period of writing ledger totals for status.usage."
+    )
 
 
 class _Shared(BaseSettings):
@@ -62,17 +79,28 @@ def run() -> int:
 
     from modelplane.gateway.app import Gateway, GatewayConfig
     from modelplane.gateway.kube import Kube, api_client
+    from modelplane.gateway.ledger import open_ledger
 
     s, shared = GatewaySettings(), _Shared()
     logging.basicConfig(
         level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     kube = Kube(api_client(), shared.namespaces, shared.operator_namespace)
+    ledger = open_ledger(s.ledger_url) if s.ledger_url else None
     gw = Gateway(
         kube.snapshot,
         kube.publish_demand,
-        GatewayConfig(hold_seconds=s.hold_seconds, max_held=s.max_held),
+        GatewayConfig(
+            hold_seconds=s.hold_seconds,
+            max_held=s.max_held,
+            usage_publish_seconds=s.usage_publish_seconds,
+            keepalive_seconds=s.keepalive_seconds,
+            namespace_requests_per_minute=s.namespace_requests_per_minute,
+            namespace_tokens_per_minute=s.namespace_tokens_per_minute,
+        ),
         refresh_seconds=s.refresh_seconds,
+        ledger=ledger,
+        publish_usage=kube.publish_annotations,
     )
     if s.metrics_port:
         start_http_server(s.metrics_port, s.metrics_host, registry=gw.metrics.registry)

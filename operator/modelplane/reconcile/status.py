@@ -15,6 +15,7 @@ from typing import Any
 
 from modelplane.api.enums import Phase, PreloadMode
 from modelplane.api.refs import BackendRef
+from modelplane.api.usage import status_usage
 from modelplane.api.v1alpha1 import ModelDeployment
 from modelplane.builders.objects import endpoint_url, selector_string
 from modelplane.builders.preload import PreloadView
@@ -285,12 +286,9 @@ def compute_status(obs: Observed, planned: Plan) -> tuple[dict[str, Any], list[E
         fine_tuned_status(status, obs, planned, cond)
     if planned.backend is not None:
         status["backend"] = str(BackendRef(planned.backend.namespace, planned.backend.name))
-        status["usage"] = obs.previous_status.get("usage") or {
-            "requests": 0,
-            "promptTokens": 0,
-            "generatedTokens": 0,
-            "since": obs.now,
-        }
+        status["usage"] = status_usage(
+            obs.md.metadata.annotations, obs.previous_status.get("usage"), obs.now
+        )
     prev_phase = obs.previous_status.get("phase")
     return status, transition_events(prev_phase, phase, ready, planned, r)
 
