@@ -203,6 +203,8 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._published: dict[tuple[str, str], tuple[int, float]] = {}
+        #: more APIs under path prefixes (the Batch API): `prefixes`, `handle`, `start`, `stop`
+        self.extensions: list[Any] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -215,8 +217,12 @@ class Gateway:
             asyncio.create_task(self._refresh_loop()),
             asyncio.create_task(self._demand_loop()),
         ]
+        for ext in self.extensions:
+            await ext.start()
 
     async def stop(self) -> None:
+        for ext in self.extensions:
+            await ext.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -292,6 +298,8 @@ class Gateway:
                 if method != "POST":
                     raise HttpError(405, f"Use POST for {path}.", code="method_not_allowed")
                 await self._proxy(scope, receive, send, path)
+            elif ext := next((x for x in self.extensions if path.startswith(x.prefixes)), None):
+                await ext.handle(scope, receive, send)
             else:
                 raise HttpError(404, f"Unknown path {path}.", code="not_found")
         except HttpError as e:
