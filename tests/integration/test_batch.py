@@ -91,7 +91,7 @@ def test_batch_api_with_the_openai_sdk_validation_and_kill_9(
             "modelplane.io", "v1alpha1", namespace, "modeldeployments", md(namespace, "chat")
         )
         wait_for(lambda: _phase(custom, namespace, "chat") == "Ready", timeout=90, what="Ready")
-        wait_for(lambda: "chat" in _models(cluster, key), timeout=10, what="route for chat")
+        wait_for(lambda: "chat" in _models(cluster, key, PORT), timeout=10, what="route for chat")
 
         # ---- the openai SDK, inside the cluster's network namespace
         proc = cluster.popen_inside(
@@ -174,7 +174,9 @@ def test_batch_api_with_the_openai_sdk_validation_and_kill_9(
         )
         assert done["status"] == "completed", done
         assert done["request_counts"] == {"total": n, "completed": n, "failed": 0}
-        status, _, body = call(cluster, f"/v1/files/{done['output_file_id']}/content", key=key)
+        status, _, body = call(
+            cluster, f"/v1/files/{done['output_file_id']}/content", key=key, port=PORT
+        )
         assert status == 200
         out = [json.loads(x) for x in body.splitlines()]
         ids = [o["custom_id"] for o in out]
