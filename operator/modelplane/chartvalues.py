@@ -163,6 +163,13 @@ class Gateway(_Values):
         ge=0,
         description="Then wait this long for requests in flight (streams, held requests).",
     )
+    ledger_secret: str = Field(
+        default="",
+        max_length=253,
+        description="Secret (release namespace) whose `url` key is a postgresql:// URL of the "
+        "usage ledger all replicas share. Empty: each replica keeps an SQLite ledger on its "
+        "own volume (exact for one replica; status.usage then shows one replica's share).",
+    )
     resources: GatewayResources = Field(
         default_factory=GatewayResources, description="Resources of each gateway replica."
     )

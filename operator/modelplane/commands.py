@@ -1,4 +1,4 @@
-"""Subcommands: run, gateway, keys, render, crds."""
+"""Subcommands: run, gateway, keys, usage, render, crds."""
 
 from __future__ import annotations
 
@@ -55,6 +55,20 @@ def _keys_create(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(key)
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from modelplane.gateway.ledger import open_ledger
+    from modelplane.gateway.usage_report import run
+
+    url = args.ledger or os.environ.get("MODELPLANE_GATEWAY_LEDGER_URL", "")
+    if not url:
+        raise SystemExit(
+            "modelplane: usage: say which ledger: --ledger postgresql://... or sqlite:///path "
+            "(or set MODELPLANE_GATEWAY_LEDGER_URL as the gateway has it)"
+        )
+    sys.stdout.write(run(open_ledger(url), args.hours, args.namespace))
     return 0
 
 
@@ -173,6 +187,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k.add_argument("--expires", help="RFC 3339 UTC expiry, e.g. 2027-01-01T00:00:00Z")
     k.add_argument("--description", help="what the key is for (who holds it)")
     k.set_defaults(fn=_keys_create)
+
+    p = sub.add_parser("usage", help="spend per namespace and model from the usage ledger")
+    p.add_argument("--ledger", help="ledger URL (default: $MODELPLANE_GATEWAY_LEDGER_URL)")
+    p.add_argument("--hours", type=float, default=24.0, help="window, hours back (default 24)")
+    p.add_argument("-n", "--namespace", help="only this tenant namespace")
+    p.set_defaults(fn=_usage)
 
     p = sub.add_parser("crds", help="print (or --write DIR) the CRDs generated from the API types")
     p.add_argument("--write", metavar="DIR")

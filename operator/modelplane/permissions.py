@@ -167,7 +167,8 @@ GATEWAY_PERMISSIONS: tuple[Permission, ...] = (
         True,
         "the routing table (served names, aliases, adapters, Serverless backends); get and "
         "patch: the demand annotations (modelplane.io/pending-requests, the sum over gateway "
-        "replicas) while requests are held",
+        "replicas) while requests are held, and the usage ledger's totals "
+        "(modelplane.io/usage) that status.usage reports",
     ),
     Permission("modelplane.io", "apikeys", ("list",), True, "API keys: salted hashes only"),
     Permission("", "pods", ("list",), True, "Ready model-server pods: where requests go"),

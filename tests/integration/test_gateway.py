@@ -140,6 +140,7 @@ def test_gateway_routes_holds_meters_and_keys(
     platform: Platform,
     gateway_release: ChartRelease,
     run_operator: Any,
+    tmp_path: Any,
 ) -> None:
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     other = f"gw-other-{uuid.uuid4().hex[:6]}"
@@ -149,10 +150,19 @@ def test_gateway_routes_holds_meters_and_keys(
         run_operator([namespace]).start()
         _, key = keys.create(api, namespace, description="integration test")
         _, other_key = keys.create(api, other)
-        procs.append(platform.gateway(gateway_release, PORT, MODELPLANE_GATEWAY_HOLD_SECONDS="120"))
+        ledger = f"sqlite:///{tmp_path}/usage.db"  # both replicas share one file (WAL)
         procs.append(
-            platform.gateway(gateway_release, PORT + 10, MODELPLANE_GATEWAY_HOLD_SECONDS="2")
-        )
+            platform.gateway(
+                gateway_release, PORT, MODELPLANE_GATEWAY_HOLD_SECONDS="120",
+                MODELPLANE_GATEWAY_LEDGER_URL=ledger,
+            )
+        )  # fmt: skip
+        procs.append(
+            platform.gateway(
+                gateway_release, PORT + 10, MODELPLANE_GATEWAY_HOLD_SECONDS="2",
+                MODELPLANE_GATEWAY_LEDGER_URL=ledger,
+            )
+        )  # fmt: skip
         for port in (PORT, PORT + 10):
             wait_for(lambda p=port: _ready(cluster, p), timeout=30, what=f"gateway :{port} ready")
 

@@ -522,7 +522,12 @@ class Usage(Model):
     requests: int = 0
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    audio_seconds: float | None = None
+    cost_usd: float | None = Field(
+        default=None, alias="costUSD", description="Metered cost at the catalog's prices."
+    )
     since: str | None = None
+    at: str | None = Field(default=None, description="The latest metered request.")
 
 
 class PreloadStatus(Model):

@@ -30,6 +30,7 @@ import itertools
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,9 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from modelplane.api.usage import ANNOTATION_USAGE
 from modelplane.gateway import keys as keymod
+from modelplane.gateway.ledger import Ledger, Total, usage_record
 from modelplane.gateway.routing import ENGINE_PORT, Route, Table, build_table
 
 log = logging.getLogger("modelplane.gateway")
@@ -70,6 +73,9 @@ class GatewayConfig:
     publish_min_seconds: float = 1.0
     publish_refresh_seconds: float = 10.0
     connect_timeout: float = 5.0
+    usage_publish_seconds: float = 15.0
+    #: a held streaming call gets its response headers at once and an SSE comment this often
+    keepalive_seconds: float = 5.0
 
 
 class Metrics:
@@ -115,6 +121,16 @@ class Metrics:
         self.disconnects = Counter(
             "modelplane_gateway_client_disconnects",
             "Streams the client left before the end (the engine's request is cancelled).",
+            registry=r,
+        )
+        self.ledger_errors = Counter(
+            "modelplane_gateway_ledger_errors",
+            "Answered requests the usage ledger could not record (see the log).",
+            registry=r,
+        )
+        self.ledger_duplicates = Counter(
+            "modelplane_gateway_ledger_duplicates",
+            "Usage records refused because their request id was already in the ledger.",
             registry=r,
         )
         self.upstream_seconds = Histogram(
@@ -181,7 +197,10 @@ class State:
 
 class Gateway:
     """The ASGI app. `snapshot()` (blocking, run in a thread) returns (ModelDeployments, pods,
-    key ConfigMaps); `publish(namespace, name, pending, at)` (blocking) writes the demand."""
+    key ConfigMaps); `publish(namespace, name, pending, at)` (blocking) writes the demand.
+    `ledger` records every answered request's usage (before its last byte goes out);
+    `publish_usage(namespace, name, annotations)` (blocking) writes a ModelDeployment's
+    ledger totals (`modelplane.api.usage`)."""
 
     def __init__(
         self,
@@ -191,8 +210,12 @@ class Gateway:
         metrics: Metrics | None = None,
         refresh_seconds: float = 1.0,
         engine_port: int = ENGINE_PORT,
+        ledger: Ledger | None = None,
+        publish_usage: Callable[[str, str, dict[str, str]], None] | None = None,
     ) -> None:
         self.engine_port = engine_port
+        self.ledger, self.publish_usage = ledger, publish_usage
+        self._usage_published: dict[tuple[str, str], str] = {}
         self.snapshot, self.publish = snapshot, publish
         self.cfg = cfg or GatewayConfig()
         self.metrics = metrics or Metrics()
@@ -217,6 +240,8 @@ class Gateway:
             asyncio.create_task(self._refresh_loop()),
             asyncio.create_task(self._demand_loop()),
         ]
+        if self.ledger is not None and self.publish_usage is not None:
+            self._tasks.append(asyncio.create_task(self._usage_loop()))
         for ext in self.extensions:
             await ext.start()
 
@@ -250,6 +275,36 @@ class Gateway:
         while True:
             await asyncio.sleep(min(self.cfg.publish_min_seconds, 1.0))
             await self._publish_round()
+
+    async def _usage_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.usage_publish_seconds)
+            try:
+                await self.publish_usage_round()
+            except Exception as e:
+                log.warning("cannot publish usage: %s", e)
+
+    async def publish_usage_round(self) -> int:
+        """Write the ledger's totals of each used ModelDeployment that changed since the last
+        round; returns how many were written."""
+        if self.ledger is None or self.publish_usage is None:
+            return 0
+        totals = await asyncio.to_thread(self.ledger.totals)
+        live = {(r.namespace, r.deployment) for r in self.state.table.routes.values()}
+        written = 0
+        for key, value in usage_annotations(totals).items():
+            if key not in live or self._usage_published.get(key) == value:
+                continue
+            try:
+                await asyncio.to_thread(
+                    self.publish_usage, key[0], key[1], {ANNOTATION_USAGE: value}
+                )
+            except Exception as e:
+                log.warning("cannot publish usage on %s/%s: %s", key[0], key[1], e)
+                continue
+            self._usage_published[key] = value
+            written += 1
+        return written
 
     async def _publish_round(self, final: bool = False) -> None:
         now = time.time()
@@ -387,14 +442,25 @@ class Gateway:
             body["stream_options"] = opts
             raw = json.dumps(body).encode()
         code = 500
+        rid = uuid.uuid4().hex
         failed: set[str] = set()
+        held = _HeldStream(send, rid, self.cfg.keepalive_seconds) if stream else None
         try:
             for attempt in range(3):
+                if (
+                    held is not None
+                    and not held.begun
+                    and not self.state.table.ready(route)
+                    and self.state.held.get((route.namespace, route.demand_on), 0)
+                    < self.cfg.max_held
+                ):
+                    await held.begin()  # the client sees headers and keep-alives while held
                 endpoints = await self._wait_ready(route, failed)
                 try:
                     code = await self._forward(
-                        route, rec, endpoints, path, raw, ctype, stream, wants_usage, receive, send
-                    )
+                        route, rec, endpoints, path, raw, ctype, stream, wants_usage, receive, send,
+                        rid, held,
+                    )  # fmt: skip
                     break
                 except UnavailableError as e:
                     failed.update(e.tried)
@@ -409,8 +475,13 @@ class Gateway:
                     await self._next_refresh()
         except HttpError as e:
             code = e.status
+            if held is not None and held.begun:  # headers are out: the error is an event
+                await held.fail(e.body())
+                return
             raise
         finally:
+            if held is not None:
+                await held.stop()
             self.metrics.requests.labels(rec.namespace, model, str(code)).inc()
 
     def _not_found(self, namespace: str, model: str) -> str:
@@ -502,8 +573,11 @@ class Gateway:
         wants_usage: bool,
         receive: Receive,
         send: Send,
+        rid: str = "",
+        held: _HeldStream | None = None,
     ) -> int:
         assert self._session is not None
+        begun = held is not None and held.begun
         tries = self._order(endpoints)[:2]
         last_error = ""
         started = False
@@ -515,7 +589,7 @@ class Gateway:
                 async with self._session.post(
                     f"http://{ep}{path}",
                     data=raw,
-                    headers={"Content-Type": ctype},
+                    headers={"Content-Type": ctype, "X-Request-Id": rid},
                 ) as resp:
                     self.metrics.upstream_seconds.observe(time.monotonic() - t0)
                     if resp.status == 503:  # not taking requests (draining, gone): next one
@@ -523,18 +597,31 @@ class Gateway:
                         continue
                     if stream and resp.status == 200:
                         started = True
-                        await self._stream(route, rec, resp, wants_usage, receive, send)
+                        if held is not None:
+                            await held.stop()
+                        await self._stream(route, rec, resp, wants_usage, receive, send, rid, begun)
+                    elif begun and held is not None:  # an engine error after held headers
+                        started = True
+                        data = await resp.read()
+                        try:
+                            err = json.loads(data)
+                        except ValueError:
+                            err = {"error": {"message": data.decode(errors="replace")[:500]}}
+                        await held.fail(err)
                     else:
                         data = await resp.read()
                         if resp.status == 200:
-                            self._meter(route, rec, _usage_of(data))
+                            await self._meter(route, rec, _usage_of(data), rid)
                         rtype = resp.headers.get("Content-Type", "application/json").encode()
                         started = True
                         await send(
                             {
                                 "type": "http.response.start",
                                 "status": resp.status,
-                                "headers": [(b"content-type", rtype)],
+                                "headers": [
+                                    (b"content-type", rtype),
+                                    (b"x-request-id", rid.encode()),
+                                ],
                             }
                         )
                         await send({"type": "http.response.body", "body": data})
@@ -561,20 +648,14 @@ class Gateway:
         wants_usage: bool,
         receive: Receive,
         send: Send,
+        rid: str = "",
+        begun: bool = False,
     ) -> None:
         """Pass the engine's events on as they arrive; a client that leaves ends the upstream
-        request too (the connection is closed, so the engine aborts it)."""
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                ],
-            }
-        )
+        request too (the connection is closed, so the engine aborts it). `begun`: the headers
+        went out already (the call was held)."""
+        if not begun:
+            await send(_sse_start(rid))
         buf = b""
         usage: list[dict[str, Any]] = []  # the usage chunk, once seen
         gone = asyncio.ensure_future(_disconnected(receive))
@@ -583,31 +664,133 @@ class Gateway:
                 if gone.done():
                     self.metrics.disconnects.inc()
                     resp.close()
-                    self._meter(route, rec, None)
+                    await self._meter(route, rec, None, rid)
                     return
                 buf = await _relay(buf + chunk, wants_usage, send, usage)
         finally:
             gone.cancel()
+        # metered (durably, in the ledger) before the client sees the end of the answer
+        await self._meter(route, rec, usage[-1] if usage else None, rid)
         await send({"type": "http.response.body", "body": buf, "more_body": False})
-        self._meter(route, rec, usage[-1] if usage else None)
 
-    def _meter(self, route: Route, rec: keymod.KeyRecord, usage: dict[str, Any] | None) -> None:
+    async def _meter(
+        self, route: Route, rec: keymod.KeyRecord, usage: dict[str, Any] | None, rid: str = ""
+    ) -> None:
         u = self.state.usage.setdefault((route.namespace, route.deployment), Usage())
         u.requests += 1
         if not usage:
             return
+        seconds, prompt, completion = 0.0, 0, 0
         if usage.get("type") == "duration":  # transcription: seconds of audio
             seconds = float(usage.get("seconds") or 0)
             self.metrics.audio_seconds.labels(route.namespace, route.name, rec.id).inc(seconds)
             u.audio_seconds += seconds
+        else:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            u.prompt_tokens += prompt
+            u.completion_tokens += completion
+            m = self.metrics.tokens
+            m.labels(route.namespace, route.name, rec.id, "prompt").inc(prompt)
+            m.labels(route.namespace, route.name, rec.id, "completion").inc(completion)
+        if self.ledger is None or not rid:
             return
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        u.prompt_tokens += prompt
-        u.completion_tokens += completion
-        m = self.metrics.tokens
-        m.labels(route.namespace, route.name, rec.id, "prompt").inc(prompt)
-        m.labels(route.namespace, route.name, rec.id, "completion").inc(completion)
+        row = usage_record(
+            rid, route.namespace, route.model or route.name, rec.id, prompt, completion, seconds,
+            deployment=route.deployment,
+        )  # fmt: skip
+        try:
+            if not await asyncio.to_thread(self.ledger.record, row):
+                self.metrics.ledger_duplicates.inc()
+        except Exception as e:
+            self.metrics.ledger_errors.inc()
+            log.error("usage ledger: cannot record request %s (%s): %s", rid, route.name, e)
+
+
+def usage_annotations(totals: list[Total]) -> dict[tuple[str, str], str]:
+    """(namespace, ModelDeployment) -> the `modelplane.io/usage` value of its ledger totals
+    (summed over models; `at` is its latest recorded request, so an idle deployment's value
+    does not change)."""
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for t in totals:
+        if not t.deployment:
+            continue
+        a = acc.setdefault(
+            (t.namespace, t.deployment),
+            {"requests": 0, "promptTokens": 0, "generatedTokens": 0, "audioSeconds": 0.0,
+             "costUSD": 0.0, "first": t.first_at, "last": t.last_at},
+        )  # fmt: skip
+        a["requests"] += t.requests
+        a["promptTokens"] += t.prompt_tokens
+        a["generatedTokens"] += t.completion_tokens
+        a["audioSeconds"] += t.audio_seconds
+        a["costUSD"] += t.cost_usd
+        for k, v, pick in (("first", t.first_at, min), ("last", t.last_at, max)):
+            if v is not None:
+                a[k] = v if a[k] is None else pick(a[k], v)
+    out = {}
+    for key, a in acc.items():
+        first, last = a.pop("first"), a.pop("last")
+        a["audioSeconds"] = round(a["audioSeconds"], 3)
+        a["costUSD"] = round(a["costUSD"], 6)
+        if first is not None:
+            a["since"] = _rfc3339(first)
+        if last is not None:
+            a["at"] = _rfc3339(last)
+        out[key] = json.dumps(a, sort_keys=True, separators=(",", ":"))
+    return out
+
+
+def _rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _sse_start(rid: str) -> Message:
+    return {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            (b"x-request-id", rid.encode()),
+        ],
+    }
+
+
+class _HeldStream:
+    """A streaming call held for want of a replica: its `200` headers go out at once and an SSE
+    comment (`: keep-alive`) every `every` seconds, so clients and proxies with idle timeouts
+    keep the connection; an error after that is sent as an OpenAI-shaped error event."""
+
+    def __init__(self, send: Send, rid: str, every: float) -> None:
+        self.send, self.rid, self.every = send, rid, every
+        self.begun = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def begin(self) -> None:
+        await self.send(_sse_start(self.rid))
+        self.begun = True
+        self._task = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            await self.send({"type": "http.response.body", "body": b": keep-alive\n\n",
+                             "more_body": True})  # fmt: skip
+            await asyncio.sleep(self.every)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def fail(self, body: dict[str, Any]) -> None:
+        await self.stop()
+        event = b"data: " + json.dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
+        with contextlib.suppress(Exception):
+            await self.send({"type": "http.response.body", "body": event, "more_body": False})
 
 
 async def _relay(buf: bytes, wants_usage: bool, send: Send, usage: list[dict[str, Any]]) -> bytes:

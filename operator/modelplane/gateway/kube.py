@@ -107,3 +107,14 @@ class Kube:
             except client.ApiException as e:
                 if e.status != 409 or attempt == 4:
                     raise
+
+    def publish_annotations(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Set metadata annotations of a ModelDeployment (merge patch; the usage totals)."""
+        self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "modeldeployments",
+            name,
+            {"metadata": {"annotations": annotations}},
+        )

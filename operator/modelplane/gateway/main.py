@@ -53,6 +53,14 @@ class GatewaySettings(BaseSettings):
         description="Requests per ready replica before batch requests wait (interactive first).",
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    ledger_url: str = Field(
+        default="sqlite:///var/lib/modelplane/usage.db",
+        description="Usage ledger: sqlite:///path (one replica) or postgresql://user:pw@host/db "
+        "(several replicas share it); empty: no ledger (metrics only).",
+    )
+    usage_publish_seconds: float = Field(
+        default=15.0, gt=0, description="Period of writing ledger totals for status.usage."
+    )
 
 
 class _Shared(BaseSettings):
@@ -75,17 +83,25 @@ def run() -> int:
 
     from modelplane.gateway.app import Gateway, GatewayConfig
     from modelplane.gateway.kube import Kube, api_client
+    from modelplane.gateway.ledger import open_ledger
 
     s, shared = GatewaySettings(), _Shared()
     logging.basicConfig(
         level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     kube = Kube(api_client(), shared.namespaces, shared.operator_namespace)
+    ledger = open_ledger(s.ledger_url) if s.ledger_url else None
     gw = Gateway(
         kube.snapshot,
         kube.publish_demand,
-        GatewayConfig(hold_seconds=s.hold_seconds, max_held=s.max_held),
+        GatewayConfig(
+            hold_seconds=s.hold_seconds,
+            max_held=s.max_held,
+            usage_publish_seconds=s.usage_publish_seconds,
+        ),
         refresh_seconds=s.refresh_seconds,
+        ledger=ledger,
+        publish_usage=kube.publish_annotations,
     )
     if s.data_dir:
         from modelplane.gateway.batches import BatchConfig, BatchService

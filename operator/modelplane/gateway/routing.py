@@ -44,6 +44,7 @@ class Route:
     tier: str
     pods: PodGroup | None  # None: not servable yet (a Serverless tenant with no backend)
     demand_on: str  # ModelDeployment (same namespace) that gets the demand annotations
+    model: str = ""  # catalog id (what prices key on), or the uri; "" when unknown
 
 
 @dataclass
@@ -84,21 +85,28 @@ def build_routes(mds: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Rout
         meta, spec, status = md["metadata"], md.get("spec") or {}, md.get("status") or {}
         ns, name, tier = meta.get("namespace") or "default", meta["name"], spec.get("tier")
         routes: list[Route] = []
+        src = spec.get("model") or {}
+        catalog = str(
+            src.get("catalog")
+            or (spec.get("base") or {}).get("catalog")
+            or status.get("model")
+            or ""
+        )
         if tier == Tier.SERVERLESS.value:
             backend = status.get("backend") or ""
             bns, _, bname = backend.partition("/")
             group = PodGroup(bns, "modelplane.io/backend", bname) if bname else None
-            routes = [Route(ns, n, name, tier, group, name) for n in _names(md)]
+            routes = [Route(ns, n, name, tier, group, name, catalog) for n in _names(md)]
         elif tier == Tier.FINE_TUNED.value:
             base = (spec.get("base") or {}).get("deployment") or name
             group = PodGroup(ns, "modelplane.io/deployment", base)
             routes = [
-                Route(ns, f"{name}{SEPARATOR}{a['name']}", name, tier, group, base)
+                Route(ns, f"{name}{SEPARATOR}{a['name']}", name, tier, group, base, catalog)
                 for a in spec.get("adapters") or []
             ]
         else:
             group = PodGroup(ns, "modelplane.io/deployment", name)
-            routes = [Route(ns, n, name, str(tier), group, name) for n in _names(md)]
+            routes = [Route(ns, n, name, str(tier), group, name, catalog) for n in _names(md)]
         for r in routes:
             out.setdefault((r.namespace, r.name), r)
     return out

@@ -17,6 +17,7 @@ from typing import Any
 
 from modelplane.api.enums import CapacityProvider, FailureReason, Phase, PreloadMode, Tier
 from modelplane.api.names import name_problem
+from modelplane.api.usage import status_usage
 from modelplane.api.v1alpha1 import API_VERSION, AcceleratorClassSpec, ModelDeployment
 from modelplane.builders import serverless
 from modelplane.builders.objects import (
@@ -551,12 +552,9 @@ def compute_status(obs: Observed, p: Plan) -> tuple[dict[str, Any], list[Event]]
         _fine_tuned_status(status, obs, p, cond)
     if p.backend is not None:
         status["backend"] = f"{p.backend.namespace}/{p.backend.name}"
-        status["usage"] = obs.previous_status.get("usage") or {
-            "requests": 0,
-            "promptTokens": 0,
-            "generatedTokens": 0,
-            "since": now,
-        }
+        status["usage"] = status_usage(
+            obs.md.metadata.annotations, obs.previous_status.get("usage"), now
+        )
     events: list[Event] = []
     if prev_phase != phase.value:
         warn = phase in (Phase.DEGRADED, Phase.FAILED) or ready_cond[1] == "InsufficientCapacity"
