@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             gw = platform.gateway(
                 rel, PORT,
                 MODELPLANE_GATEWAY_DATA_DIR=str(root / "gateway-data"),
+                MODELPLANE_GATEWAY_LEDGER_URL=f"sqlite:///{root}/usage.db",
                 MODELPLANE_GATEWAY_BATCH_CONCURRENCY=str(a.concurrency),
                 MODELPLANE_GATEWAY_LOG_LEVEL="WARNING",
             )  # fmt: skip

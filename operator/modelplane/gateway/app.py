@@ -59,6 +59,8 @@ PROXIED = {
 MULTIPART = {"/v1/audio/transcriptions"}
 STREAMABLE = {"/v1/chat/completions", "/v1/completions"}
 MAX_BODY = 16 * 1024 * 1024
+#: request ids of batch requests (`batches.py`) start so: billed as batch in the ledger
+BATCH_REQUEST_PREFIX = "batch_"
 KEY_HELP = (
     "Send an API key of your namespace as `Authorization: Bearer <key>`; create one with "
     "`modelplane keys create -n <namespace>`."
@@ -697,7 +699,7 @@ class Gateway:
             return
         row = usage_record(
             rid, route.namespace, route.model or route.name, rec.id, prompt, completion, seconds,
-            deployment=route.deployment,
+            batch=rid.startswith(BATCH_REQUEST_PREFIX), deployment=route.deployment,
         )  # fmt: skip
         try:
             if not await asyncio.to_thread(self.ledger.record, row):

@@ -781,7 +781,8 @@ class BatchService:
                 key = (route.namespace, route.name)
                 self.busy[key] = self.busy.get(key, 0) + 1
                 try:
-                    status, data = await self._call(route, rec, path, body.encode())
+                    rid = f"{bid}_{line}"  # the same on a re-run: billed once
+                    status, data = await self._call(route, rec, path, body.encode(), rid)
                 finally:
                     self.busy[key] -= 1
             if status in (502, 503):
@@ -828,7 +829,7 @@ class BatchService:
         return False
 
     async def _call(
-        self, route: Route, rec: keymod.KeyRecord, path: str, raw: bytes
+        self, route: Route, rec: keymod.KeyRecord, path: str, raw: bytes, rid: str
     ) -> tuple[int, bytes]:
         failed: set[str] = set()
         for _ in range(3):
@@ -837,7 +838,7 @@ class BatchService:
                 eps = await self.gw._wait_ready(route, failed)
                 status = await self.gw._forward(
                     route, rec, eps, path, raw, "application/json", False, False,
-                    cap.receive, cap.send,
+                    cap.receive, cap.send, rid,
                 )  # fmt: skip
                 return status, b"".join(cap.chunks)
             except UnavailableError as e:
