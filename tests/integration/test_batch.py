@@ -7,8 +7,9 @@ network namespace, with a data directory) in front of the engine emulator.
   use, another endpoint) and a line over the size limit: `failed` at `validating`, one error per
   bad line, nothing sent to an engine.
 - `kill -9` of the gateway at half of a 2,000-request batch: a new gateway on the same data
-  directory completes it; no custom_id missing or twice; the tokens in the output file equal
-  what the engine emulator counted, less what the requests cut off by the kill had counted.
+  directory completes it; no custom_id missing or twice; the usage ledger's batch rows equal
+  the tokens in the output file, and the engine emulator counted those plus the requests the
+  kill cut off (they ran again; whole requests, at most the batch concurrency).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelplane.gateway import keys
+from modelplane.gateway.ledger import open_ledger
 from modelplane_testbed.localcluster import LocalCluster
 from modelplane_testbed.platform import ChartRelease, Platform
 from tests.helpers import wait_for
@@ -83,7 +85,11 @@ def test_batch_api_with_the_openai_sdk_validation_and_kill_9(
     run_operator([namespace]).start()
     _, key = keys.create(api, namespace, description="batch test")
     data = tmp_path / "gateway-data"
-    env = {"MODELPLANE_GATEWAY_DATA_DIR": str(data), "MODELPLANE_GATEWAY_DRAIN_SECONDS": "0"}
+    env = {
+        "MODELPLANE_GATEWAY_DATA_DIR": str(data),
+        "MODELPLANE_GATEWAY_DRAIN_SECONDS": "0",
+        "MODELPLANE_GATEWAY_LEDGER_URL": f"sqlite:///{tmp_path}/usage.db",
+    }
     gw = platform.gateway(gateway_release, PORT, **env)
     try:
         wait_for(lambda: _ready(cluster, PORT), timeout=120, what="gateway ready")
@@ -156,6 +162,7 @@ def test_batch_api_with_the_openai_sdk_validation_and_kill_9(
             for i in range(n)
         ]  # fmt: skip
         before = _engine_tokens(cluster, api, namespace)
+        ledger_before = _ledger(tmp_path, namespace)
         bid = _create(cluster, key, _upload(cluster, key, "\n".join(lines).encode()))
         half = wait_for(
             lambda: (b := _get(cluster, key, bid))["request_counts"]["completed"] >= n // 2 and b,
@@ -190,10 +197,15 @@ def test_batch_api_with_the_openai_sdk_validation_and_kill_9(
             f"output file: {billed} prompt + {billed_out} completion tokens; engine counted "
             f"{engine_prompt} + {engine_out}"
         )
-        # the requests cut off by the kill were counted by the engine and run again
-        assert billed <= engine_prompt and billed_out <= engine_out
-        per = billed / n
-        assert engine_prompt - billed <= per * 64 * 1.5  # at most the concurrency, run twice
+        # the ledger bills each line once, as batch: what the output file says
+        led = _ledger(tmp_path, namespace)
+        assert (led[0] - ledger_before[0], led[1] - ledger_before[1]) == (billed, billed_out)
+        # the requests cut off by the kill were counted by the engine and ran again; the
+        # engine's count is the ledger's plus those (whole requests: at most the concurrency)
+        rerun_prompt, rerun_out = engine_prompt - billed, engine_out - billed_out
+        print(f"ledger == output file; engine counted {rerun_prompt} + {rerun_out} more")
+        assert rerun_prompt >= 0 and rerun_out >= 0
+        assert rerun_out <= 64 * 16  # at most the concurrency (64) x max_tokens (16)
     finally:
         gw.kill()
         gw.wait(timeout=30)
@@ -223,6 +235,16 @@ def _get(cluster: LocalCluster, key: str, bid: str) -> dict[str, Any]:
     assert status == 200, body
     obj: dict[str, Any] = json.loads(body)
     return obj
+
+
+def _ledger(tmp_path: Path, namespace: str) -> tuple[int, int]:
+    """(prompt, completion) tokens of the namespace's batch rows in the gateway's ledger."""
+    led = open_ledger(f"sqlite:///{tmp_path}/usage.db")
+    try:
+        rows = [t for t in led.totals(namespace) if t.batch]
+        return sum(t.prompt_tokens for t in rows), sum(t.completion_tokens for t in rows)
+    finally:
+        led.close()
 
 
 def _engine_tokens(cluster: LocalCluster, api: Any, namespace: str) -> tuple[int, int]:
