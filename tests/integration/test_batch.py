@@ -92,7 +92,7 @@ def test_batch_api_with_the_openai_sdk_validation_and_kill_9(
     }
     gw = platform.gateway(gateway_release, PORT, **env)
     try:
-        wait_for(lambda: _ready(cluster, PORT), timeout=120, what="gateway ready")
+        wait_for(lambda: _ready(cluster, PORT), timeout=300, what="gateway ready")
         custom.create_namespaced_custom_object(
             "modelplane.io", "v1alpha1", namespace, "modeldeployments", md(namespace, "chat")
         )
@@ -173,7 +173,7 @@ def test_batch_api_with_the_openai_sdk_validation_and_kill_9(
         gw.wait(timeout=30)
         print(f"\nkilled at {half['request_counts']['completed']}/{n}")
         gw = platform.gateway(gateway_release, PORT, **env)
-        wait_for(lambda: _ready(cluster, PORT), timeout=120, what="gateway ready again")
+        wait_for(lambda: _ready(cluster, PORT), timeout=300, what="gateway ready again")
         done = wait_for(
             lambda: (b := _get(cluster, key, bid))["status"] in ("completed", "failed") and b,
             timeout=600,
