@@ -163,6 +163,12 @@ class Gateway(_Values):
         ge=0,
         description="Then wait this long for requests in flight (streams, held requests).",
     )
+    batch: bool = Field(
+        default=False,
+        description="Serve the Batch API (`/v1/files`, `/v1/batches`): files and batch state in "
+        "SQLite on the gateway's volume (`/var/lib/modelplane/batch`), so one replica only "
+        "(`replicas: 1`; the chart refuses more).",
+    )
     ledger_secret: str = Field(
         default="",
         max_length=253,

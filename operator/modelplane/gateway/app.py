@@ -60,6 +60,8 @@ PROXIED = {
 MULTIPART = {"/v1/audio/transcriptions"}
 STREAMABLE = {"/v1/chat/completions", "/v1/completions"}
 MAX_BODY = 16 * 1024 * 1024
+#: request ids of batch requests (`batches.py`) start so: billed as batch in the ledger
+BATCH_REQUEST_PREFIX = "batch_"
 KEY_HELP = (
     "Send an API key of your namespace as `Authorization: Bearer <key>`; create one with "
     "`modelplane keys create -n <namespace>`."
@@ -235,6 +237,8 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._published: dict[tuple[str, str], tuple[int, float]] = {}
+        #: more APIs under path prefixes (the Batch API): `prefixes`, `handle`, `start`, `stop`
+        self.extensions: list[Any] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -249,8 +253,12 @@ class Gateway:
         ]
         if self.ledger is not None and self.publish_usage is not None:
             self._tasks.append(asyncio.create_task(self._usage_loop()))
+        for ext in self.extensions:
+            await ext.start()
 
     async def stop(self) -> None:
+        for ext in self.extensions:
+            await ext.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -356,6 +364,8 @@ class Gateway:
                 if method != "POST":
                     raise HttpError(405, f"Use POST for {path}.", code="method_not_allowed")
                 await self._proxy(scope, receive, send, path)
+            elif ext := next((x for x in self.extensions if path.startswith(x.prefixes)), None):
+                await ext.handle(scope, receive, send)
             else:
                 raise HttpError(404, f"Unknown path {path}.", code="not_found")
         except HttpError as e:
@@ -742,7 +752,7 @@ class Gateway:
             return
         row = usage_record(
             rid, route.namespace, route.model or route.name, rec.id, prompt, completion, seconds,
-            deployment=route.deployment,
+            batch=rid.startswith(BATCH_REQUEST_PREFIX), deployment=route.deployment,
         )  # fmt: skip
         try:
             if not await asyncio.to_thread(self.ledger.record, row):

@@ -83,7 +83,7 @@ class UsageRecord:
 
 @dataclass(frozen=True)
 class Total:
-    """Sums over the ledger's rows of one (namespace, deployment, model)."""
+    """Sums over the ledger's rows of one (namespace, deployment, model, batch or not)."""
 
     namespace: str
     deployment: str
@@ -95,6 +95,7 @@ class Total:
     cost_usd: float = 0.0
     first_at: float | None = None
     last_at: float | None = None
+    batch: bool = False
 
     @property
     def tokens(self) -> int:
@@ -163,9 +164,12 @@ class Ledger(Protocol):
 _TOTALS = (
     "SELECT namespace, deployment, model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), "
     "COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(audio_seconds), 0), "
-    "COALESCE(SUM(cost_usd), 0), MIN(at), MAX(at) FROM usage"
+    "COALESCE(SUM(cost_usd), 0), MIN(at), MAX(at), MAX(batch) FROM usage"
 )
-_GROUP = " GROUP BY namespace, deployment, model ORDER BY namespace, deployment, model"
+#: batch rows are summed apart from interactive ones (`modelplane usage` shows them apart)
+_GROUP = (
+    " GROUP BY namespace, deployment, model, batch ORDER BY namespace, deployment, model, batch"
+)
 
 
 def _totals(rows: Iterable[tuple[Any, ...]]) -> list[Total]:
@@ -181,6 +185,7 @@ def _totals(rows: Iterable[tuple[Any, ...]]) -> list[Total]:
             float(r[7]),
             None if r[8] is None else float(r[8]),
             None if r[9] is None else float(r[9]),
+            batch=bool(r[10]),
         )
         for r in rows
     ]

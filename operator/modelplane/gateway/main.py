@@ -39,6 +39,19 @@ class GatewaySettings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         default=60.0, ge=0, description="SIGTERM: then wait this long for requests in flight."
     )
+    data_dir: str = Field(
+        default="",
+        description="Directory of the Batch API's files and database (a volume); empty: the "
+        "Files and Batches API is off.",
+    )
+    batch_concurrency: int = Field(
+        default=64, ge=1, description="Batch requests in flight per gateway (all batches)."
+    )
+    batch_slots_per_replica: int = Field(
+        default=16,
+        ge=1,
+        description="Requests per ready replica before batch requests wait (interactive first).",
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     ledger_url: str = Field(
         default="sqlite:///var/lib/modelplane/usage.db",
@@ -102,6 +115,18 @@ def run() -> int:
         ledger=ledger,
         publish_usage=kube.publish_annotations,
     )
+    if s.data_dir:
+        from modelplane.gateway.batches import BatchConfig, BatchService
+
+        gw.extensions.append(
+            BatchService(
+                gw,
+                s.data_dir,
+                BatchConfig(
+                    concurrency=s.batch_concurrency, slots_per_replica=s.batch_slots_per_replica
+                ),
+            )
+        )
     if s.metrics_port:
         start_http_server(s.metrics_port, s.metrics_host, registry=gw.metrics.registry)
     config = uvicorn.Config(

@@ -25,7 +25,8 @@ def report(
     unknown tier get the hint too: they are metered, so they pay per token)."""
     rows = list(totals)
     head = (
-        f"{'NAMESPACE':<20} {'DEPLOYMENT':<20} {'MODEL':<28} {'REQUESTS':>9} {'PROMPT':>11} "
+        f"{'NAMESPACE':<20} {'DEPLOYMENT':<20} {'MODEL':<28} {'KIND':<6} {'REQUESTS':>9} "
+        f"{'PROMPT':>11} "
         f"{'COMPLETION':>11} {'AUDIO_MIN':>9} {'TOKENS/H':>10} {'COST_USD':>11}"
     )
     lines = [f"usage of the last {window_hours:g} h", head]
@@ -34,7 +35,8 @@ def report(
     for t in rows:
         per_hour = t.tokens / window_hours if window_hours > 0 else 0.0
         lines.append(
-            f"{t.namespace:<20} {t.deployment or '-':<20} {t.model:<28} {t.requests:>9} "
+            f"{t.namespace:<20} {t.deployment or '-':<20} {t.model:<28} "
+            f"{'batch' if t.batch else 'online':<6} {t.requests:>9} "
             f"{t.prompt_tokens:>11} {t.completion_tokens:>11} {t.audio_seconds / 60:>9.1f} "
             f"{per_hour:>10.0f} {t.cost_usd:>11.4f}"
         )
