@@ -34,6 +34,7 @@ from modelplane.builders.preload import PreloadView
 from modelplane.builders.serverless import LABEL_BACKEND
 from modelplane.reconcile.core import AdapterView, AutoscalerView, compute_status, plan
 from modelplane.settings import OperatorSettings
+from modelplane.wiring import leader
 
 log = logging.getLogger("modelplane.operator")
 
@@ -211,11 +212,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.networking.request_timeout = 60
-    # One replica (Recreate): no peering objects, no CRD scanning permissions needed.
+    # No kopf peering: replicas elect a leader on a Lease before kopf starts (wiring/leader.py).
     settings.peering.standalone = True
     settings.scanning.disabled = True
     settings.execution.max_workers = 8
-    kube = Kube(_api_client())
+    # Leader election: every write of this client first checks we still hold the Lease.
+    kube = Kube(leader.fence(_api_client()))
     rt = Runtime(
         settings=s,
         kube=kube,
