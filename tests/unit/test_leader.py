@@ -186,6 +186,7 @@ def test_fence_checks_leadership_before_every_write_only() -> None:
     store, clock = FakeStore(), Clock()
     a = elector(store, "a", clock)
     calls: list[str] = []
+    lost: list[str] = []
 
     class Api:
         user_agent = ""
@@ -194,16 +195,12 @@ def test_fence_checks_leadership_before_every_write_only() -> None:
             calls.append(method)
             return "ok"
 
-    old = leader._current
-    leader._current = a
-    try:
-        api = leader.fence(Api())
-    finally:
-        leader._current = old
+    api = leader.fence(Api(), a, on_lost=lambda: lost.append("lost"))
     assert api.user_agent == "modelplane/a"
     assert api.request("GET", "/x") == "ok"
     with pytest.raises(NotLeaderError):
         api.request("PATCH", "/x")
+    assert lost == ["lost"]
     assert a.try_acquire_or_renew()
     assert api.request("PATCH", "/x") == "ok" and api.request("DELETE", "/x") == "ok"
     clock.t += 10
@@ -211,6 +208,7 @@ def test_fence_checks_leadership_before_every_write_only() -> None:
         with pytest.raises(NotLeaderError):
             api.request(m, "/x")
     assert calls == ["GET", "PATCH", "DELETE"]
+    assert len(lost) == 5
 
 
 def test_without_leader_election_the_client_is_unchanged() -> None:
@@ -219,5 +217,6 @@ def test_without_leader_election_the_client_is_unchanged() -> None:
     leader._current = None
     try:
         assert leader.fence(sentinel) is sentinel
+        leader.check()  # nothing to check: does not exit
     finally:
         leader._current = old

@@ -317,22 +317,34 @@ def current() -> Elector | None:
     return _current
 
 
-def fence(api: Any) -> Any:
-    """Check leadership before every mutating request of ``api`` (a kubernetes ApiClient).
-    Without leader election (a single replica) the client is returned unchanged."""
-    elector = _current
+def fence(
+    api: Any, elector: Elector | None = None, on_lost: Callable[[], None] | None = None
+) -> Any:
+    """Check leadership before every mutating request of ``api`` (a kubernetes ApiClient): a
+    replica that no longer holds the Lease exits at once instead of writing. Without leader
+    election (a single replica) the client is returned unchanged."""
+    elector = elector or _current
     if elector is None:
         return api
-    api.user_agent = f"modelplane/{elector.identity}"
+    lost = on_lost or _lost
+    api.user_agent = f"modelplane/{elector.identity}"  # the audit log tells replicas apart
     original = api.request
 
     def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if method.upper() in WRITE_METHODS:
-            elector.ensure_leader()
+        if method.upper() in WRITE_METHODS and not elector.is_leader():
+            lost()
+            elector.ensure_leader()  # raises (reached only when on_lost returns)
         return original(method, url, *args, **kwargs)
 
     api.request = request
     return api
+
+
+def check() -> None:
+    """Exit at once if this replica elected itself but no longer holds the Lease: called before
+    a kopf handler runs, since kopf writes its own annotations after a handler returns."""
+    if _current is not None and not _current.is_leader():
+        _lost()
 
 
 def _lost() -> None:
@@ -357,9 +369,11 @@ def elect(
     """Block until this process leads, then keep renewing in a daemon thread. None if stopped
     (a signal) before it led."""
     global _current
+    me = identity()
+    api.user_agent = f"modelplane-lease/{me}"  # the audit log tells the replicas apart
     elector = Elector(
         KubeLeaseStore(api, namespace, name, timeout=retry_period),
-        identity(),
+        me,
         lease_duration=lease_duration,
         renew_deadline=renew_deadline,
         retry_period=retry_period,

@@ -266,6 +266,7 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, "modeldeployments")
 @kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
 def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    leader.check()  # a replica that lost the Lease exits before kopf writes its annotations
     reconcile(_runtime(memo), dict(body))
 
 
