@@ -191,22 +191,22 @@ def test_fence_checks_leadership_before_every_write_only() -> None:
     class Api:
         user_agent = ""
 
-        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> str:
+        def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> str:
             calls.append(method)
             return "ok"
 
     api = leader.fence(Api(), a, on_lost=lambda: lost.append("lost"))
     assert api.user_agent == "modelplane/a"
-    assert api.request("GET", "/x") == "ok"
+    assert api.call_api("GET", "/x") == "ok"
     with pytest.raises(NotLeaderError):
-        api.request("PATCH", "/x")
+        api.call_api("PATCH", "/x")
     assert lost == ["lost"]
     assert a.try_acquire_or_renew()
-    assert api.request("PATCH", "/x") == "ok" and api.request("DELETE", "/x") == "ok"
+    assert api.call_api("PATCH", "/x") == "ok" and api.call_api("DELETE", "/x") == "ok"
     clock.t += 10
     for m in ("POST", "PUT", "PATCH", "DELETE"):
         with pytest.raises(NotLeaderError):
-            api.request(m, "/x")
+            api.call_api(m, "/x")
     assert calls == ["GET", "PATCH", "DELETE"]
     assert len(lost) == 5
 
@@ -220,3 +220,31 @@ def test_without_leader_election_the_client_is_unchanged() -> None:
         leader.check()  # nothing to check: does not exit
     finally:
         leader._current = old
+
+
+def test_fence_wraps_the_real_kubernetes_client() -> None:
+    """Every generated API method of the installed kubernetes client goes through the fence."""
+    from kubernetes import client
+
+    store, clock = FakeStore(), Clock()
+    a = elector(store, "a", clock)
+    api = client.ApiClient()
+    sent: list[str] = []
+
+    def fake_request(method: str, url: str, **kwargs: Any) -> Any:
+        sent.append(method)
+        raise RuntimeError("no server in a unit test")
+
+    api.rest_client.request = fake_request  # type: ignore[method-assign]
+    lost: list[bool] = []
+    leader.fence(api, a, on_lost=lambda: lost.append(True))
+    core = client.CoreV1Api(api)
+    with pytest.raises(NotLeaderError):
+        core.delete_namespaced_pod("p", "ns")
+    with pytest.raises(NotLeaderError):
+        core.patch_namespaced_pod_status("p", "ns", {"status": {}})
+    assert sent == [] and lost == [True, True]
+    with pytest.raises(RuntimeError, match="no server"):
+        core.read_namespaced_pod("p", "ns")  # reads are never fenced
+    assert sent == ["GET"]
+    assert api.user_agent == "modelplane/a"

@@ -328,15 +328,15 @@ def fence(
         return api
     lost = on_lost or _lost
     api.user_agent = f"modelplane/{elector.identity}"  # the audit log tells replicas apart
-    original = api.request
+    original = api.call_api
 
-    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+    def call_api(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if method.upper() in WRITE_METHODS and not elector.is_leader():
             lost()
             elector.ensure_leader()  # raises (reached only when on_lost returns)
         return original(method, url, *args, **kwargs)
 
-    api.request = request
+    api.call_api = call_api
     return api
 
 
