@@ -248,3 +248,25 @@ def test_fence_wraps_the_real_kubernetes_client() -> None:
         core.read_namespaced_pod("p", "ns")  # reads are never fenced
     assert sent == ["GET"]
     assert api.user_agent == "modelplane/a"
+
+
+def test_a_leader_renews_with_one_write_and_rereads_only_on_conflict() -> None:
+    store, clock = FakeStore(), Clock()
+    a = elector(store, "a", clock)
+    assert a.try_acquire_or_renew()
+    reads: list[int] = []
+    real_get = store.get
+
+    def counting_get() -> LeaseRecord | None:
+        reads.append(1)
+        return real_get()
+
+    store.get = counting_get  # type: ignore[method-assign]
+    for _ in range(5):
+        clock.t += 2
+        assert a.try_acquire_or_renew()
+    assert reads == [] and store.writes == ["a"] * 6
+    # Someone else wrote the Lease: the blind renew conflicts, the read shows the new holder.
+    assert store.rec is not None
+    store.rec = LeaseRecord("b", 15, 1, "other")
+    assert not a.try_acquire_or_renew() and not a.is_leader() and reads == [1]

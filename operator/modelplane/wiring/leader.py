@@ -126,6 +126,21 @@ class Elector:
     def try_acquire_or_renew(self) -> bool:
         """One round: take the Lease if free or expired, renew it if ours. True when we hold it."""
         sent = self.clock()
+        mine = self._observed
+        if mine is not None and mine.holder == self.identity and self.is_leader():
+            # Renew straight from the record we wrote: one request, not a read and a write (a
+            # conflict means someone else wrote it; the read below then tells who).
+            try:
+                new = self.store.update(
+                    mine, self.identity, self.lease_duration, mine.transitions, False
+                )
+            except Exception as e:
+                log.info("leader Lease renew failed (%s); re-reading it", e)
+            else:
+                with self._lock:
+                    self._observed, self._observed_at = new, sent
+                    self._renewed_at = sent
+                return True
         try:
             rec = self.store.get()
             if rec is None:
@@ -310,7 +325,11 @@ def api_client() -> Any:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    cfg = client.Configuration.get_default_copy()
+    # No transparent retries: a renew that times out must be retried by the elector itself,
+    # within its deadline, not by urllib3 three times over.
+    cfg.retries = False
+    return client.ApiClient(cfg)
 
 
 def current() -> Elector | None:
@@ -372,7 +391,7 @@ def elect(
     me = identity()
     api.user_agent = f"modelplane-lease/{me}"  # the audit log tells the replicas apart
     elector = Elector(
-        KubeLeaseStore(api, namespace, name, timeout=retry_period),
+        KubeLeaseStore(api, namespace, name, timeout=max(retry_period, renew_deadline / 3)),
         me,
         lease_duration=lease_duration,
         renew_deadline=renew_deadline,
