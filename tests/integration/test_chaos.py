@@ -142,7 +142,7 @@ def test_operator_kill_9_mid_apply_converges_without_duplicates(
     # Mid-apply: some children written, not all.
     wait_for(
         lambda: len(apps.list_namespaced_deployment(namespace).items) >= 3,
-        timeout=90,
+        timeout=240,
         interval=0.05,
         what="the first children",
     )
@@ -150,7 +150,7 @@ def test_operator_kill_9_mid_apply_converges_without_duplicates(
     written = len(apps.list_namespaced_deployment(namespace).items)
     assert written < len(names), "killed too late to be mid-apply"
     run_operator([namespace]).start()  # waits out the dead one's Lease, then converges
-    wait_for(lambda: converged(api, namespace, names), timeout=240, what="all Ready after kill -9")
+    wait_for(lambda: converged(api, namespace, names), timeout=420, what="all Ready after kill -9")
     assert_exact_children(api, namespace, names)
 
 
@@ -168,7 +168,7 @@ def test_leader_killed_mid_apply_standby_takes_over_without_double_writes(
     apply(cluster, namespace, names)
     wait_for(
         lambda: len(apps.list_namespaced_deployment(namespace).items) >= 3,
-        timeout=90,
+        timeout=240,
         interval=0.05,
         what="the leader's first children",
     )
@@ -180,7 +180,7 @@ def test_leader_killed_mid_apply_standby_takes_over_without_double_writes(
         interval=0.2,
     )
     wait_for(
-        lambda: converged(api, namespace, names), timeout=240, what="all Ready after the failover"
+        lambda: converged(api, namespace, names), timeout=420, what="all Ready after the failover"
     )
     assert_exact_children(api, namespace, names)
 
