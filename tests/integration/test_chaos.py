@@ -239,7 +239,7 @@ def test_frozen_leader_is_fenced_after_the_standby_takes_over(
     apply(cluster, namespace, names)
     wait_for(
         lambda: apps.list_namespaced_deployment(namespace).items,
-        timeout=90,
+        timeout=240,
         interval=0.05,
         what="the leader's first child",
     )
@@ -255,7 +255,7 @@ def test_frozen_leader_is_fenced_after_the_standby_takes_over(
     assert code == 1
     assert "leader Lease lost" in a.log()
     wait_for(
-        lambda: converged(api, namespace, names), timeout=180, what="all Ready after the failover"
+        lambda: converged(api, namespace, names), timeout=420, what="all Ready after the failover"
     )
     assert_exact_children(api, namespace, names)
     events = audit_events(cluster, rel.user)
@@ -284,7 +284,7 @@ def test_control_plane_restart_converges_and_keeps_ready_pods(
     start_pair(run_operator, api, namespace, rel)
     apply(cluster, namespace, names)
     wait_for(
-        lambda: converged(api, namespace, names), timeout=180, what="all Ready before the restart"
+        lambda: converged(api, namespace, names), timeout=420, what="all Ready before the restart"
     )
     before = ready_pods(api, namespace)
     assert len(before) == len(names)
@@ -296,7 +296,7 @@ def test_control_plane_restart_converges_and_keeps_ready_pods(
         what="an apply after the restart",
     )
     wait_for(
-        lambda: converged(api, namespace, more), timeout=180, what="all Ready after the restart"
+        lambda: converged(api, namespace, more), timeout=420, what="all Ready after the restart"
     )
     assert_exact_children(api, namespace, more)
     after = ready_pods(api, namespace)
