@@ -116,13 +116,13 @@ def start_pair(run_operator: Any, api: Any, ns: str, rel: ChartRelease) -> tuple
     a = run_operator([ns]).start()
     holder = wait_for(
         lambda: (h := lease_holder(api, a, rel)) and a.proc.poll() is None and _mine(a, h),
-        timeout=180,  # a cold Python start on a loaded 2-core machine took over 60 s
+        timeout=300,  # a cold Python start on a loaded 2-core machine took over 180 s once
         what="the first operator to hold the Lease",
         interval=0.2,
     )
     b = run_operator([ns]).start()
     wait_for(
-        lambda: "waiting for the leader Lease" in b.log(), timeout=180, what="the standby to wait"
+        lambda: "waiting for the leader Lease" in b.log(), timeout=300, what="the standby to wait"
     )
     return a, b, holder
 
