@@ -135,7 +135,7 @@ def _mine(op: OperatorProcess, holder: str) -> str | None:
 def test_operator_kill_9_mid_apply_converges_without_duplicates(
     cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
-    names = [f"k{i:02d}" for i in range(30)]
+    names = [f"k{i:02d}" for i in range(20)]
     apps = client.AppsV1Api(api)
     op = run_operator([namespace]).start()
     apply(cluster, namespace, names)
@@ -162,7 +162,7 @@ def test_leader_killed_mid_apply_standby_takes_over_without_double_writes(
     releases: dict[str, ChartRelease],
 ) -> None:
     rel = releases["default"]
-    names = [f"f{i:02d}" for i in range(20)]
+    names = [f"f{i:02d}" for i in range(12)]
     apps = client.AppsV1Api(api)
     a, b, old = start_pair(run_operator, api, namespace, rel)
     apply(cluster, namespace, names)
