@@ -181,6 +181,30 @@ class Gateway(_Values):
     )
 
 
+class LeaderElection(_Values):
+    lease_duration_seconds: int = Field(
+        default=15,
+        ge=2,
+        le=300,
+        description="A standby takes over a Lease not renewed for this long (the failover time "
+        "after a leader dies).",
+    )
+    renew_deadline_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=299,
+        description="The leader stops writing and exits when it could not renew for this long "
+        "(less than leaseDurationSeconds).",
+    )
+    retry_period_seconds: int = Field(
+        default=2,
+        ge=1,
+        le=60,
+        description="Seconds between renewals, and between a standby's attempts (less than "
+        "renewDeadlineSeconds).",
+    )
+
+
 class ChartValues(_Values):
     """Values of the modelplane chart."""
 
@@ -252,6 +276,16 @@ class ChartValues(_Values):
     service_monitor: bool = Field(
         default=False,
         description="Create a Prometheus Operator ServiceMonitor for the metrics Service.",
+    )
+    replicas: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description="Operator replicas: one leads (a coordination.k8s.io Lease), the others "
+        "stand by and take over when it dies; a PodDisruptionBudget keeps one.",
+    )
+    leader_election: LeaderElection = Field(
+        default_factory=LeaderElection, description="Timing of the operator's leader Lease."
     )
     resources: Resources = Field(
         default_factory=Resources, description="Resource requests and limits of the operator."

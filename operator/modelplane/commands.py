@@ -25,15 +25,33 @@ def _run(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from modelplane.wiring import operator  # noqa: F401  (registers the handlers)
-
-    liveness = f"http://{s.health_host}:{s.health_port}/healthz" if s.health_port else None
-    kopf.run(
-        standalone=True,
-        clusterwide=not s.namespaces,
-        namespaces=s.namespaces,
-        liveness_endpoint=liveness,
+    from modelplane.wiring import (
+        leader,
+        operator,  # noqa: F401  (registers the handlers)
     )
+
+    if s.leader_election:  # block as a standby until this replica holds the Lease
+        with leader.standby_health(s.health_host, s.health_port):
+            elected = leader.elect(
+                leader.api_client(),
+                namespace=s.operator_namespace,
+                name=s.lease_name,
+                lease_duration=s.lease_duration_seconds,
+                renew_deadline=s.renew_deadline_seconds,
+                retry_period=s.retry_period_seconds,
+            )
+        if elected is None:
+            return 0
+    liveness = f"http://{s.health_host}:{s.health_port}/healthz" if s.health_port else None
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not s.namespaces,
+            namespaces=s.namespaces,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        leader.resign()
     return 0
 
 

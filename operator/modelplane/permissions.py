@@ -101,6 +101,14 @@ PERMISSIONS: tuple[Permission, ...] = (
         "pods cannot reference a Secret in the tenant's namespace; and read that mirror",
     ),
     Permission(
+        "coordination.k8s.io",
+        "leases",
+        ("get", "create", "update"),
+        True,
+        "leader election between operator replicas: the one Lease, in the operator's namespace",
+        operator_namespace=True,
+    ),
+    Permission(
         "",
         "secrets",
         ("create", "patch", "delete"),

@@ -65,6 +65,19 @@ class OperatorSettings(BaseSettings):
     cluster_domain: str = Field(
         default="cluster.local", description="DNS suffix for endpoint URLs."
     )
+    leader_election: bool = Field(
+        default=True,
+        description="Elect one leader among replicas on a Lease in operator_namespace; only the "
+        "leader reconciles.",
+    )
+    lease_name: str = Field(default="modelplane-operator", description="Name of the leader Lease.")
+    lease_duration_seconds: float = Field(default=15.0, gt=0, description="Lease duration.")
+    renew_deadline_seconds: float = Field(
+        default=10.0, gt=0, description="The leader stops writing when not renewed for this long."
+    )
+    retry_period_seconds: float = Field(
+        default=2.0, gt=0, description="Seconds between renewals and between attempts."
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -55,7 +55,8 @@ class OperatorProcess:
             **env,
         }
         label = "-".join(namespaces)[:40] or "all"
-        self.log_path = cluster.log_dir / f"operator-{label}.log"
+        # Several replicas of one release may run side by side: one log each.
+        self.log_path = cluster.log_dir / f"operator-{label}-{self.metrics_port}.log"
         self.proc: Any = None
         self.detached = detached
 
@@ -82,6 +83,11 @@ class OperatorProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the operator (SIGSTOP freezes it, SIGCONT thaws it: a stalled leader)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

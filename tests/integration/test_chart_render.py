@@ -181,7 +181,10 @@ def test_cluster_wide_rbac_is_exactly_permissions_py(provider: CapacityProvider)
     operator_role = one(docs, "Role")
     assert operator_role["metadata"]["namespace"] == NAMESPACE
     assert _rules(operator_role) == _required(provider, None, operator_namespace=True)
-    assert _rules(operator_role) == {("", "secrets"): {"create", "patch", "delete"}}
+    assert _rules(operator_role) == {
+        ("", "secrets"): {"create", "patch", "delete"},
+        ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+    }
     operator_binding = one(docs, "RoleBinding")
     assert operator_binding["metadata"]["namespace"] == NAMESPACE
     assert operator_binding["roleRef"]["name"] == operator_role["metadata"]["name"]
@@ -249,7 +252,12 @@ def test_deployment_shape_env_probes_and_security() -> None:
     )
     deployment = one(docs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    # Two replicas, one leader (Lease): a rolling update starts the new pod as a standby.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     c = _container(docs)
     assert c["command"] == ["modelplane", "run"]
     assert c["image"] == f"ghcr.io/modelplane/modelplane:{__version__}"
@@ -287,6 +295,30 @@ def test_settings_read_what_the_chart_sets() -> None:
     assert settings.capacity_provider == CapacityProvider.KARPENTER
     assert settings.namespaces == ["team-a"]
     assert (settings.metrics_port, settings.health_port) == (8080, 8081)
+    assert settings.leader_election and settings.lease_name == f"{RELEASE}-modelplane"
+    assert settings.operator_namespace == NAMESPACE
+    assert (
+        settings.lease_duration_seconds,
+        settings.renew_deadline_seconds,
+        settings.retry_period_seconds,
+    ) == (15, 10, 2)
+
+
+def test_operator_pdb_keeps_one_replica_and_selects_only_operator_pods() -> None:
+    docs = render()
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    (pdb,) = [
+        d
+        for d in of_kind(docs, "PodDisruptionBudget")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
+    assert pdb["spec"]["minAvailable"] == 1
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/component"] == "operator"
+    single = render("replicas=1")
+    assert next(d for d in single if d["kind"] == "Deployment")["spec"]["replicas"] == 1
+    assert not of_kind(single, "PodDisruptionBudget")
 
 
 def test_image_digest_wins_and_pod_placement_values_apply() -> None:

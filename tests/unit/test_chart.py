@@ -154,8 +154,11 @@ def test_secrets_are_read_by_name_and_written_only_in_the_operator_namespace() -
     assert [p.verbs for p in secrets if p.operator_namespace] == [("create", "patch", "delete")]
     assert all(p.namespaced and "mirror" in p.why for p in secrets)
     assert not [p for p in permissions.PERMISSIONS if p.resource == "configmaps"]
-    # Nothing else is limited to the operator's namespace.
-    assert {p.resource for p in permissions.PERMISSIONS if p.operator_namespace} == {"secrets"}
+    # Nothing else is limited to the operator's namespace but the leader-election Lease.
+    assert {p.resource for p in permissions.PERMISSIONS if p.operator_namespace} == {
+        "secrets",
+        "leases",
+    }
 
 
 def test_flux_helmrelease_values_are_valid_chart_values() -> None:

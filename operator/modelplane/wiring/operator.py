@@ -36,6 +36,7 @@ from modelplane.builders.resolve import ResolveError
 from modelplane.builders.serverless import LABEL_BACKEND
 from modelplane.reconcile.core import AdapterView, AutoscalerView, Plan, compute_status, plan
 from modelplane.settings import OperatorSettings
+from modelplane.wiring import leader
 
 log = logging.getLogger("modelplane.operator")
 
@@ -260,11 +261,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.networking.request_timeout = 60
-    # One replica (Recreate): no peering objects, no CRD scanning permissions needed.
+    # No kopf peering: replicas elect a leader on a Lease before kopf starts (wiring/leader.py).
     settings.peering.standalone = True
     settings.scanning.disabled = True
     settings.execution.max_workers = 8
-    kube = Kube(_api_client())
+    # Leader election: every write of this client first checks we still hold the Lease.
+    kube = Kube(leader.fence(_api_client()))
     rt = Runtime(
         settings=s,
         kube=kube,
@@ -313,6 +315,7 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, "modeldeployments")
 @kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
 def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    leader.check()  # a replica that lost the Lease exits before kopf writes its annotations
     reconcile(_runtime(memo), dict(body))
 
 

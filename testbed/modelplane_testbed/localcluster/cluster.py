@@ -179,6 +179,8 @@ class LocalCluster:
         # Popen objects of the processes this instance started: kept so they are reaped (and
         # not reported as leaked) by this process; `down` works from the state file alone.
         self._popen: list[subprocess.Popen[bytes]] = []
+        #: argv of each core process this instance started, so `restart` can start it again.
+        self._argv: dict[str, list[str]] = {}
 
     # ----------------------------------------------------------------- paths and state
     @property
@@ -396,11 +398,36 @@ class LocalCluster:
         finally:
             logf.close()
         self._popen.append(proc)
+        self._argv[name] = argv
         start = _proc_start_time(proc.pid)
         if start is None:
             raise ClusterError(f"{name} exited at once; see {self.log_dir / (name + '.log')}")
         self._state.processes.append(ProcessRecord(name, proc.pid, start, argv[0]))
         self._save()
+
+    def restart(self, name: str, *, down_seconds: float = 0.0, kill: bool = False) -> None:
+        """Stop one control-plane process (``etcd``, ``apiserver``, ...; SIGTERM, or SIGKILL with
+        ``kill``), keep it down ``down_seconds``, start it again with the same arguments and,
+        for etcd and the apiserver, wait until the apiserver is ready again. Chaos tests only:
+        a restart of this instance's own cluster."""
+        st = self.state()
+        assert st is not None
+        if name not in self._argv:
+            raise ClusterError(f"{name} was not started by this LocalCluster; cannot restart it")
+        rec = next(p for p in st.processes if p.name == name and p.alive())
+        proc = next(p for p in self._popen if p.pid == rec.pid)
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        st.processes.remove(rec)
+        self._save()
+        time.sleep(down_seconds)
+        self._spawn(name, self._argv[name])
+        if name in ("etcd", "apiserver"):
+            self._wait(lambda: self._readyz(st), time.monotonic() + 120, "/readyz", "apiserver")
 
     def _start_etcd(self, bins: binaries.Binaries, st: ClusterState) -> None:
         c, p = st.ports["etcd"], st.ports["etcd_peer"]
