@@ -15,31 +15,12 @@ REPO = Path(__file__).resolve().parents[2]
 PRODUCT = REPO / "operator" / "modelplane"
 LIMIT = 60
 REASON = "Long because"
-#: Packages and modules other engineers are splitting now (issue #12); each leaves this list when
-#: its functions are short. Paths relative to operator/modelplane.
-EXEMPT = frozenset(
-    {
-        "reconcile",
-        "adapters",
-        "wiring",
-        "autoscaling",
-        "gateway",
-        "catalog/sizing.py",  # multi-node sizing lands there first
-    }
-)
-
-
-def _exempt(path: Path, root: Path) -> bool:
-    rel = path.relative_to(root).as_posix()
-    return any(rel == e or rel.startswith(e + "/") for e in EXEMPT)
 
 
 def long_functions(root: Path, limit: int = LIMIT) -> list[str]:
     """`path:line name (N lines)` of every function over `limit` lines with no stated reason."""
     found: list[str] = []
     for path in sorted(root.rglob("*.py")):
-        if _exempt(path, root):
-            continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
@@ -58,11 +39,6 @@ def test_no_function_over_the_limit_without_a_reason() -> None:
     )
 
 
-def test_every_exemption_names_a_path_of_the_product() -> None:
-    missing = sorted(e for e in EXEMPT if not (PRODUCT / e).exists())
-    assert not missing, f"remove these from EXEMPT, they no longer exist: {missing}"
-
-
 def test_the_checker_finds_a_long_function_and_accepts_a_reason(tmp_path: Path) -> None:
     body = "".join(f"    x{i} = {i}\n" for i in range(LIMIT))
     (tmp_path / "long.py").write_text(f"def long():\n{body}")
@@ -70,6 +46,6 @@ def test_the_checker_finds_a_long_function_and_accepts_a_reason(tmp_path: Path) 
     (tmp_path / "short.py").write_text("def short():\n    return 1\n")
     found = long_functions(tmp_path)
     assert found == [f"long.py:1 long ({LIMIT + 1} lines)"]
-    (tmp_path / "adapters").mkdir()  # an exempt package is not read
+    (tmp_path / "adapters").mkdir()  # every package is read, none is exempt
     (tmp_path / "adapters" / "long.py").write_text(f"def long():\n{body}")
-    assert long_functions(tmp_path) == found
+    assert long_functions(tmp_path) == ["adapters/long.py:1 long (61 lines)", *found]

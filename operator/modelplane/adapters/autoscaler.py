@@ -358,7 +358,9 @@ class AutoscalerLoop:
         report: Sequence[Target],
     ) -> Outcome | None:
         """Scrape, decide and scale ``target``'s Deployment; report to the ModelDeployments
-        in ``report``. ``pending``: requests held at the gateway (``api.demand``)."""
+        in ``report``. ``pending``: requests held at the gateway (``api.demand``).
+        Long because one decision reads the metric source, the pending demand and the policy, then
+        writes /scale and records the outcome for status; the write and its record stay together."""
         current = self.cluster.deployment_replicas(target.namespace, target.name)
         if current is None:
             return None  # the reconciler has not created the Deployment yet

@@ -199,7 +199,9 @@ class Kube:
         adapters: tuple[AdapterView, ...] | None = None,
         preload: PreloadView | None = None,
     ) -> Observed:
-        """Gather everything `plan` and `compute_status` need about one ModelDeployment."""
+        """Gather everything `plan` and `compute_status` need about one ModelDeployment.
+        Long because it assembles every read of one reconcile (classes, serving Deployment, pods,
+        siblings, children) into one Observed; the parts are helpers already."""
         ns, name = md.metadata.namespace or "default", md.metadata.name
         classes = self.accelerator_classes()
         siblings = self._siblings(ns)

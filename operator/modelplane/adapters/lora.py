@@ -137,7 +137,7 @@ class LoraLoop:
 
     def round(self) -> None:
         """One pass: load and unload adapters on every target's Ready pods, report per object.
-        (Longer than most: wanted set, per-pod load/unload and the report share the state.)"""
+        Long because the wanted set, per-pod load/unload and the report share the state."""
         mds = self._mds()
         tuned = [m for m in mds if m.spec.tier == Tier.FINE_TUNED]
         # (namespace, target deployment) -> adapter name -> path, over every FineTuned object.

@@ -260,7 +260,9 @@ def _plan(
     nodes: int = 1,
 ) -> SizingPlan:
     """The arithmetic for one option, whether or not it fits (headroom may be negative).
-    `count` is GPUs per node; `nodes` > 1 splits the layers into that many pipeline stages."""
+    `count` is GPUs per node; `nodes` > 1 splits the layers into that many pipeline stages.
+    Long because the memory arithmetic (weights, KV cache per sequence, headroom) and the
+    explanation that prints it are kept side by side, so the printed numbers are the ones used."""
     w = weights_gib(model, precision)
     replicas = kv_replication(model, count)
     kv = kv_cache_gib(model, context_length, min_concurrent_sequences, kv_dtype_bytes) * replicas
@@ -410,6 +412,8 @@ def plan_accelerator(
 
     Raises ValueError for a request the model cannot take (context beyond its native length,
     a precision the catalog does not offer) and DoesNotFit when no node is large enough.
+    Long because it walks classes and GPU counts cheapest first and keeps the closest miss to
+    explain a refusal; the explanation needs the whole walk.
     """
     _check_request(model, context_length, gpu_memory_utilization)
     if precision not in model.supported_precisions:

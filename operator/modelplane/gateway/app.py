@@ -423,6 +423,10 @@ class Gateway:
         return {"object": "list", "data": data}
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """The request path in order: key, body (JSON or multipart), model lookup with its 404 hint,
+        rate-limit admission, hold at zero, forwarding. Long because each step answers the client
+        with its own OpenAI-shaped error.
+        """
         rec = self._auth(scope)
         raw = await _read_body(receive)
         ctype = _header(scope, b"content-type") or "application/json"
@@ -626,6 +630,10 @@ class Gateway:
         rid: str = "",
         held: _HeldStream | None = None,
     ) -> int:
+        """Long because the retry on another replica, the upstream call, the streaming and
+        the non-streaming relays and the metering share one outstanding-request count that must
+        be released on every exit path.
+        """
         assert self._session is not None
         begun = held is not None and held.begun
         tries = self._order(endpoints)[:2]

@@ -120,7 +120,10 @@ def validate(
     cfg: BatchConfig,
 ) -> tuple[list[Line], list[dict[str, Any]]]:
     """(the lines, the errors: one per bad line, OpenAI's `{code, message, param, line}`).
-    `serves(model) -> bool` says whether the key's namespace may use a model."""
+    `serves(model) -> bool` says whether the key's namespace may use a model.
+    Long because every check of a line (size, JSON, custom_id, duplicate, method, endpoint, body,
+    model, stream) appends its own message naming the line and the fix; split apart, the checks
+    would pass the same state back and forth."""
     errors: list[dict[str, Any]] = []
 
     def err(code: str, line: int | None, message: str, param: str | None = None) -> None:

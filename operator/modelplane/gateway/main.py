@@ -87,6 +87,10 @@ class _Shared(BaseSettings):
 
 
 def run() -> int:
+    """The gateway process. Long because it is the wiring: settings, ledger, Kubernetes client,
+    metrics server, the ASGI app and uvicorn with its graceful-drain hook, each built once, in
+    order.
+    """
     import uvicorn
     from prometheus_client import start_http_server
 
