@@ -143,7 +143,7 @@ def test_gateway_routes_holds_meters_and_keys(
     core.create_namespace({"metadata": {"name": other}})
     procs = []
     try:
-        run_operator([namespace]).start()
+        operator = run_operator([namespace]).start()
         _, key = keys.create(api, namespace, description="integration test")
         _, other_key = keys.create(api, other)
         ledger = f"sqlite:///{tmp_path}/usage.db"  # both replicas share one file (WAL)
@@ -294,7 +294,9 @@ def test_gateway_routes_holds_meters_and_keys(
         assert total("modelplane_gateway_audio_seconds_total", namespace=namespace) > 0
         assert total("modelplane_gateway_auth_failures_total") == 2
 
-        # ---- a hold past its limit: 503 with Retry-After
+        # ---- a hold past its limit: 503 with Retry-After. The operator is stopped first, so
+        # nothing can make the new deployment Ready within the hold (no race with start-up).
+        operator.stop()
         custom.create_namespaced_custom_object(
             "modelplane.io", "v1alpha1", namespace, "modeldeployments",
             md(namespace, "later", servedName="later-model"),
