@@ -13,6 +13,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from modelplane.api.enums import CapacityProvider
 
 
+def comma_list(v: object) -> object:
+    """An environment variable's `a, b,c` as `["a", "b", "c"]`; anything else unchanged."""
+    if isinstance(v, str):
+        return [n.strip() for n in v.split(",") if n.strip()]
+    return v
+
+
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELPLANE_", extra="ignore", frozen=True)
 
@@ -82,9 +89,7 @@ class OperatorSettings(BaseSettings):
     @field_validator("namespaces", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [n.strip() for n in v.split(",") if n.strip()]
-        return v
+        return comma_list(v)
 
     @field_validator("log_level")
     @classmethod

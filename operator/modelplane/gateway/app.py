@@ -941,7 +941,10 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(
+    receive: Receive, limit: int = MAX_BODY, too_large: str | None = None
+) -> bytes:
+    """The whole request body; 413 with `too_large` (or the default message) past `limit`."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -950,8 +953,10 @@ async def _read_body(receive: Receive) -> bytes:
             raise HttpError(400, "The client disconnected before sending the whole body.")
         part = msg.get("body", b"")
         size += len(part)
-        if size > MAX_BODY:
-            raise HttpError(413, f"The request body exceeds {MAX_BODY // (1024 * 1024)} MiB.")
+        if size > limit:
+            raise HttpError(
+                413, too_large or f"The request body exceeds {limit // (1024 * 1024)} MiB."
+            )
         chunks.append(part)
         if not msg.get("more_body"):
             return b"".join(chunks)

@@ -910,16 +910,4 @@ def _page(data: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
 
 
 async def _read_limited(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise HttpError(400, "The client disconnected before sending the whole body.")
-        part = msg.get("body", b"")
-        size += len(part)
-        if size > limit:
-            raise HttpError(413, f"The upload exceeds {limit} bytes; split the file.")
-        chunks.append(part)
-        if not msg.get("more_body"):
-            return b"".join(chunks)
+    return await _read_body(receive, limit, f"The upload exceeds {limit} bytes; split the file.")

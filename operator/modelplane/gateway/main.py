@@ -16,6 +16,8 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelplane.settings import comma_list
+
 log = logging.getLogger("modelplane.gateway")
 
 
@@ -81,9 +83,7 @@ class _Shared(BaseSettings):
     @field_validator("namespaces", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [n.strip() for n in v.split(",") if n.strip()]
-        return v
+        return comma_list(v)
 
 
 def run() -> int:
