@@ -190,7 +190,10 @@ def test_install_rbac_crd_upgrade_and_uninstall(
     for name in defaults:
         assert classes[name]["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
     deployment = _get(cluster, "deployment", fullname, "-n", namespace)
-    assert deployment["status"].get("availableReplicas") == 1
+    # the chart's default replica count (two: a leader and a standby, see leaderElection)
+    default_replicas = yaml.safe_load((CHART / "values.yaml").read_text())["replicas"]
+    assert default_replicas >= 2
+    assert deployment["status"].get("availableReplicas") == default_replicas
 
     # RBAC: as the chart's ServiceAccount, exactly what permissions.py lists, nothing else.
     sa = f"system:serviceaccount:{namespace}:{fullname}"
