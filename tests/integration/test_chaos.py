@@ -135,13 +135,15 @@ def _mine(op: OperatorProcess, holder: str) -> str | None:
 def test_operator_kill_9_mid_apply_converges_without_duplicates(
     cluster: LocalCluster, api: Any, namespace: str, run_operator: Any
 ) -> None:
-    names = [f"k{i:02d}" for i in range(20)]
+    # 12 objects: well inside the test bed's A10G capacity (2 nodes plus at most 16 provisioned,
+    # other tests' lingering pods included), so "converged" measures the operator, not capacity.
+    names = [f"k{i:02d}" for i in range(12)]
     apps = client.AppsV1Api(api)
     op = run_operator([namespace]).start()
     apply(cluster, namespace, names)
     # Mid-apply: some children written, not all.
     wait_for(
-        lambda: len(apps.list_namespaced_deployment(namespace).items) >= 3,
+        lambda: len(apps.list_namespaced_deployment(namespace).items) >= 2,
         timeout=240,
         interval=0.05,
         what="the first children",
