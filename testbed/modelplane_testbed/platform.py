@@ -278,6 +278,8 @@ class Platform:
             "MODELPLANE_GATEWAY_PORT": str(port),
             "MODELPLANE_GATEWAY_METRICS_HOST": "127.0.0.1",
             "MODELPLANE_GATEWAY_METRICS_PORT": str(port + 1),
+            # The pod's ledger volume: a file of this cluster, never the host's /var/lib.
+            "MODELPLANE_GATEWAY_LEDGER_URL": f"sqlite:///{self.cluster.dir}/gateway-{port}-usage.db",
             **env,
         }
         log = (self.cluster.log_dir / f"gateway-{rel.release}-{port}.log").open("ab")
